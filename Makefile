@@ -1,0 +1,49 @@
+# ShopLake: `make run` serves the app, `make test` runs the whole suite.
+# Both set everything up on a fresh clone (venv, pinned packages, JVM jars).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+JARS := .cache/jars/spark/.complete .cache/jars/kafka/.complete
+PORT ?= 8501
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast lint format bench browser clean
+
+setup: $(STAMP) $(JARS)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+$(JARS): $(STAMP) pipeline/jvm.py
+	$(PY) -m pipeline.jvm
+
+browser:
+	@bash scripts/ensure_browser.sh
+
+run: setup
+	$(VENV)/bin/streamlit run Home.py --server.port $(PORT) --server.address localhost
+
+test: setup browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not browser and not kafka and not cluster" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) -m pipeline bench
+
+clean:
+	rm -rf $(VENV) .cache

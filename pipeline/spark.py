@@ -1,0 +1,96 @@
+"""The one SparkSession factory.
+
+Local by default (``local[*]``), sized for a small machine; ``SPARK_MASTER``
+points it at a cluster and ``SPARK_REMOTE`` makes it a Spark Connect client.
+Delta Lake and the Kafka connector come from the jars fetched by
+``pipeline.jvm`` (no network at start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+from pyspark.sql import SparkSession
+
+from pipeline import jvm
+from pipeline.config import CACHE_DIR, settings
+
+_lock = threading.Lock()
+
+
+class JavaMissingError(RuntimeError):
+    pass
+
+
+def _check_java() -> None:
+    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+        return
+    raise JavaMissingError(
+        "Java 17 or newer is required to run Spark: install a JDK and put `java` on PATH "
+        "(or set JAVA_HOME)."
+    )
+
+
+def _base_config(shuffle_partitions: int) -> dict[str, str]:
+    return {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.default.parallelism": str(shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.databricks.delta.optimizeWrite.enabled": "false",
+        "spark.databricks.delta.autoCompact.enabled": "false",
+        "spark.databricks.delta.stalenessLimit": "0",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.databricks.delta.retentionDurationCheck.enabled": "true",
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": os.environ.get("SHOPLAKE_SPARK_UI", "true"),
+        "spark.ui.port": os.environ.get("SHOPLAKE_SPARK_UI_PORT", "4040"),
+        "spark.ui.host": "127.0.0.1",
+        "spark.driver.host": os.environ.get("SHOPLAKE_DRIVER_HOST", "127.0.0.1"),
+        "spark.driver.bindAddress": os.environ.get("SHOPLAKE_DRIVER_BIND", "127.0.0.1"),
+        "spark.sql.warehouse.dir": str(CACHE_DIR / "spark-warehouse"),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={CACHE_DIR / 'derby'}",
+        "spark.log.level": "WARN",
+    }
+
+
+def get_spark(app_name: str = "shoplake") -> SparkSession:
+    """Return the process's SparkSession, creating it on first use."""
+    with _lock:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active
+        cfg = settings()
+        if cfg.spark_remote:
+            # Spark Connect: the server owns the jars and the Delta configuration.
+            return SparkSession.builder.remote(cfg.spark_remote).appName(app_name).getOrCreate()
+        _check_java()
+        jvm.fetch("spark")
+        master = cfg.spark_master or os.environ.get("SHOPLAKE_LOCAL_MASTER", "local[2]")
+        local = master.startswith("local")
+        partitions = int(os.environ.get("SHOPLAKE_SHUFFLE_PARTITIONS", "4" if local else "32"))
+        builder = SparkSession.builder.master(master).appName(app_name)
+        for key, value in _base_config(partitions).items():
+            builder = builder.config(key, value)
+        builder = builder.config("spark.jars", ",".join(jvm.jars("spark")))
+        builder = builder.config("spark.driver.memory", os.environ.get("SHOPLAKE_DRIVER_MEMORY", "3g"))
+        session = builder.getOrCreate()
+        session.sparkContext.setLogLevel("ERROR")
+        return session
+
+
+def stop_spark() -> None:
+    with _lock:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
