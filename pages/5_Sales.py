@@ -1,0 +1,188 @@
+"""Sales: KPIs against the previous period, trends, categories, products, countries, channels.
+
+Every chart follows the filters. Without a category/country/channel filter the
+KPIs and the trend are gold.daily_sales; with one they come from the
+silver.fact_sales lines (see pipeline.read.sales_daily). Aggregation is done by
+pipeline.read.SalesCube on numpy arrays cached per table version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from pages import _ui as ui
+from pipeline import read
+
+st.title("Sales")
+
+cube = ui.sales_cube()
+daily_gold = ui.table("gold", "daily_sales")
+if cube.empty and daily_gold.empty:
+    ui.empty_lake("sales")
+    st.stop()
+
+dates = [d for d in (cube.min_date, cube.max_date) if d is not None]
+if not daily_gold.empty:
+    dates += [daily_gold["order_date"].min().date(), daily_gold["order_date"].max().date()]
+first, last = min(dates), max(dates)
+
+# --- filters -------------------------------------------------------------------------------------
+PERIODS = {"Last 30 days": 30, "Last 90 days": 90, "Last 365 days": 365, "All": None}
+with st.container(border=True):
+    c1, c2, c3 = st.columns([3, 2, 2])
+    period = c1.segmented_control(
+        "Period", [*PERIODS, "Custom"], default="Last 90 days", key="period", required=True
+    )
+    grain = c2.segmented_control(
+        "Granularity", ["day", "week", "month"], default="day", key="grain", required=True
+    )
+    if period == "Custom":
+        picked = c3.date_input(
+            "Dates", (max(first, last - dt.timedelta(days=89)), last), first, last, key="dates"
+        )
+        start, end = (picked[0], picked[-1]) if len(picked) else (first, last)
+    else:
+        days = PERIODS.get(period or "All")
+        start = first if days is None else max(first, last - dt.timedelta(days=days - 1))
+        end = last
+        c3.caption(f"{start:%d %b %Y} – {end:%d %b %Y}")
+    d1, d2, d3 = st.columns(3)
+    categories = d1.multiselect("Category", sorted(cube.categories), placeholder="All categories")
+    countries = d2.multiselect("Country", sorted(cube.countries), placeholder="All countries")
+    channels = d3.multiselect("Channel", sorted(cube.channels), placeholder="All channels")
+
+
+def _dims(chosen: list[str], options: list[str]) -> tuple[str, ...]:
+    """Choosing every option is the same as choosing none (no filter)."""
+    return () if set(chosen) >= set(options) else tuple(sorted(chosen))
+
+
+flt = read.SalesFilter(
+    start,
+    end,
+    _dims(categories, cube.categories),
+    _dims(countries, cube.countries),
+    _dims(channels, cube.channels),
+)
+daily = read.sales_daily(cube, daily_gold, flt)
+kpi = read.sales_kpis(daily)
+prev_filter = flt.previous()
+has_previous = prev_filter.start >= first
+prev = read.sales_kpis(read.sales_daily(cube, daily_gold, prev_filter)) if has_previous else None
+
+# --- KPIs ----------------------------------------------------------------------------------------
+SPECS = [
+    ("Net revenue", "net_revenue", ui.money),
+    ("Orders", "orders", ui.count),
+    ("Avg order value", "avg_order_value", ui.money),
+    ("Units", "units", ui.count),
+    ("Gross margin", "gross_margin", ui.money),
+    ("Cancelled + returned", "cancelled_returned", ui.count),
+]
+for col, (label, key, fmt) in zip(st.columns(len(SPECS)), SPECS, strict=True):
+    value, before = kpi[key], (prev or {}).get(key)
+    delta = None
+    if prev is not None and value is not None and before:
+        delta = f"{(value - before) / abs(before) * 100:+.1f}%"
+    col.metric(
+        label,
+        fmt(value),
+        delta=delta,
+        delta_color="inverse" if key == "cancelled_returned" else "normal",
+        border=True,
+        help="Change against the same number of days just before the period."
+        if prev is not None
+        else "No data before this period to compare with.",
+    )
+source = "silver.fact_sales (filtered lines)" if flt.has_dimensions else "gold.daily_sales"
+st.caption(f"{flt.start:%d %b %Y} – {flt.end:%d %b %Y} · source: {source}")
+
+# --- over time -----------------------------------------------------------------------------------
+series = read.resample(daily, grain or "day")
+fig = make_subplots(specs=[[{"secondary_y": True}]])
+fig.add_trace(go.Bar(x=series["order_date"], y=series["net_revenue"], name="net revenue"))
+fig.add_trace(
+    go.Scatter(x=series["order_date"], y=series["orders"], name="orders", mode="lines"),
+    secondary_y=True,
+)
+fig.update_layout(title=f"Net revenue and orders per {grain}", legend={"orientation": "h"})
+fig.update_yaxes(title_text="net revenue", secondary_y=False)
+fig.update_yaxes(title_text="orders", secondary_y=True)
+ui.chart(fig, key="trend")
+
+# --- categories ----------------------------------------------------------------------------------
+st.subheader("Categories")
+by_category = cube.by_dimension(flt, "category")
+left, right = st.columns(2)
+with left:
+    fig = px.bar(
+        by_category,
+        x="category",
+        y=["net_revenue", "gross_margin"],
+        barmode="group",
+        title="Net revenue and gross margin",
+        labels={"value": "amount", "variable": ""},
+    )
+    ui.chart(fig, key="cat_bar")
+with right:
+    months = cube.category_months(flt)
+    fig = px.area(
+        months,
+        x="month",
+        y="revenue_share",
+        color="category",
+        title="Revenue share per month",
+        labels={"revenue_share": "share"},
+    )
+    fig.update_yaxes(tickformat=".0%")
+    ui.chart(fig, key="cat_share")
+st.dataframe(
+    by_category,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "net_revenue": st.column_config.NumberColumn("net revenue", format="%.2f"),
+        "gross_margin": st.column_config.NumberColumn("gross margin", format="%.2f"),
+        "margin_pct": st.column_config.NumberColumn("margin", format="percent"),
+    },
+)
+
+# --- products, countries, channels ---------------------------------------------------------------
+st.subheader("Top products")
+products = cube.top_products(flt, limit=15)
+st.dataframe(products, hide_index=True, width="stretch")
+
+left, right = st.columns(2)
+by_country = cube.by_dimension(flt, "country")
+by_channel = cube.by_dimension(flt, "channel")
+with left:
+    fig = px.bar(by_country, x="country", y="net_revenue", title="Net revenue by country")
+    ui.chart(fig, key="countries")
+with right:
+    fig = px.pie(by_channel, names="channel", values="net_revenue", title="Net revenue by channel")
+    ui.chart(fig, key="channels")
+
+# --- downloads -----------------------------------------------------------------------------------
+with st.expander("Download what is shown (CSV)"):
+    tag = f"{flt.start:%Y%m%d}-{flt.end:%Y%m%d}"
+    files = {
+        f"sales_per_{grain}": series,
+        "categories": by_category,
+        "top_products": products,
+        "countries": by_country,
+        "channels": by_channel,
+    }
+    for col, (name, frame) in zip(st.columns(len(files)), files.items(), strict=True):
+        col.download_button(
+            name.replace("_", " "),
+            data=ui.csv_bytes(frame),
+            file_name=f"shoplake_{name}_{tag}.csv",
+            mime="text/csv",
+            key=f"dl_{name}",
+            icon=":material/download:",
+        )

@@ -1,0 +1,133 @@
+"""Customers (RFM): segments, the R x F grid, distributions, search and export.
+
+Scores and segments are gold.customer_rfm as computed by the pipeline; this
+page only counts and draws them.
+"""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from pages import _ui as ui
+from pipeline import read
+
+st.title("Customers (RFM)")
+
+rfm = ui.table("gold", "customer_rfm")
+if rfm.empty:
+    ui.empty_lake("customer segments")
+    st.stop()
+
+as_of = rfm["as_of_date"].max()
+segments = read.rfm_segments(rfm)
+st.caption(
+    f"As of {as_of:%d %b %Y} (the day after the latest order). Recency in days, frequency = "
+    "revenue-bearing orders, monetary = their net revenue; scores are quintiles 1..5."
+)
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Customers", ui.count(len(rfm)), border=True)
+m2.metric("Revenue", ui.money(rfm["monetary"].sum()), border=True)
+top = segments.set_index("rfm_segment")
+m3.metric(
+    "Champions",
+    ui.count(top["customers"].get("champions", 0)),
+    help="r5 and f4-5",
+    border=True,
+)
+m4.metric(
+    "At risk + can't lose",
+    ui.count(top["customers"].get("at_risk", 0) + top["customers"].get("cant_lose", 0)),
+    border=True,
+)
+
+# --- segments ------------------------------------------------------------------------------------
+left, right = st.columns(2)
+with left:
+    fig = px.bar(
+        segments,
+        x="customers",
+        y="rfm_segment",
+        orientation="h",
+        title="Customers per segment",
+        labels={"rfm_segment": ""},
+    )
+    fig.update_yaxes(autorange="reversed")
+    ui.chart(fig, key="seg_size")
+with right:
+    fig = px.bar(
+        segments,
+        x="monetary",
+        y="rfm_segment",
+        orientation="h",
+        title="Revenue per segment",
+        labels={"rfm_segment": "", "monetary": "net revenue"},
+    )
+    fig.update_yaxes(autorange="reversed")
+    ui.chart(fig, key="seg_rev")
+st.dataframe(
+    segments,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "monetary": st.column_config.NumberColumn("revenue", format="%.2f"),
+        "revenue_share": st.column_config.NumberColumn("share", format="percent"),
+        "avg_recency_days": st.column_config.NumberColumn("avg recency (days)", format="%.0f"),
+    },
+)
+
+# --- R x F grid ----------------------------------------------------------------------------------
+grid = read.rfm_grid(rfm)
+fig = px.imshow(
+    grid.values,
+    x=[f"F{f}" for f in grid.columns],
+    y=[f"R{r}" for r in grid.index],
+    text_auto=True,
+    color_continuous_scale="Teal",
+    aspect="auto",
+    title="Customers by recency score (rows) and frequency score (columns)",
+)
+ui.chart(fig, key="grid")
+
+# --- distributions -------------------------------------------------------------------------------
+c1, c2, c3 = st.columns(3)
+for col, field, title in (
+    (c1, "recency_days", "Recency (days)"),
+    (c2, "frequency", "Frequency (orders)"),
+    (c3, "monetary", "Monetary (net revenue)"),
+):
+    with col:
+        fig = px.histogram(rfm, x=field, nbins=40, title=title)
+        ui.chart(fig, key=f"hist_{field}")
+
+# --- search and export ---------------------------------------------------------------------------
+st.subheader("Find customers")
+s1, s2 = st.columns([2, 3])
+text = s1.text_input("Customer id contains", key="search")
+chosen = s2.multiselect("Segments", list(segments["rfm_segment"]), key="segments")
+found = read.search_customers(rfm, text, chosen)
+LIMIT = 1_000
+st.caption(
+    f"{len(found):,} customers match"
+    + (f"; the first {LIMIT:,} are shown." if len(found) > LIMIT else ".")
+)
+st.dataframe(
+    found.sort_values("monetary", ascending=False).head(LIMIT),
+    hide_index=True,
+    width="stretch",
+    column_config={"monetary": st.column_config.NumberColumn("monetary", format="%.2f")},
+)
+
+st.subheader("Export a segment")
+e1, e2 = st.columns([2, 3])
+segment = e1.selectbox("Segment", list(segments["rfm_segment"]), key="export_segment")
+members = rfm[rfm["rfm_segment"] == segment]
+e2.download_button(
+    f"Download {len(members):,} {segment} customers (CSV)",
+    data=lambda: ui.csv_bytes(members),
+    file_name=f"shoplake_rfm_{segment}.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    key="export",
+)

@@ -1,0 +1,203 @@
+"""Streamlit glue shared by the pages: cached reads, the SparkSession, job progress.
+
+`pipeline/` must not import Streamlit, so the caching and the drawing of
+shared widgets live here. Reads are cached keyed on the table's Delta version
+(`read.cache_key`): a finished run or generation changes the version, so the
+next rerun reads fresh data without any timer. Big read-only structures (the
+sales cube, the quarantine) use `st.cache_resource` so a rerun does not copy
+them; small frames use `st.cache_data`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import streamlit as st
+
+from pipeline import app_state, read
+from pipeline.config import settings
+from pipeline.ui_progress import SparkWatch, stage_rows
+
+PAGES = {
+    "home": "pages/1_Home.py",
+    "generate": "pages/2_Generate.py",
+    "pipeline": "pages/3_Pipeline.py",
+    "quality": "pages/4_Quality.py",
+    "sales": "pages/5_Sales.py",
+    "customers": "pages/6_Customers.py",
+    "anomalies": "pages/7_Anomalies.py",
+    "live": "pages/8_Live.py",
+}
+PLOTLY_CONFIG = {"displaylogo": False}
+Key = tuple[int, int] | None  # read.cache_key(): (Delta version, commit mtime)
+
+
+def _lake() -> str:
+    """Part of every cache key: tests and users may point the app at another lake."""
+    return settings().lake
+
+
+@st.cache_resource(show_spinner="Starting Spark (about 10 seconds the first time) ...")
+def spark() -> Any:
+    """The process's one SparkSession (pipeline.spark owns its configuration)."""
+    from pipeline.spark import get_spark
+
+    return get_spark()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read_cached(
+    lake: str, layer: str, table: str, key: Key, columns: tuple[str, ...] | None
+) -> pd.DataFrame:
+    return read.read_table(layer, table, columns)
+
+
+def table(layer: str, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A contract table as pandas, re-read only when its Delta version changes."""
+    key = read.cache_key(layer, name)
+    return _read_cached(_lake(), layer, name, key, tuple(columns) if columns else None)
+
+
+@st.cache_resource(show_spinner="Loading sales lines ...", max_entries=1)
+def _cube(lake: str, key: Key) -> read.SalesCube:
+    return read.load_sales_cube()
+
+
+def sales_cube() -> read.SalesCube:
+    return _cube(_lake(), read.cache_key("silver", "fact_sales"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _quarantine(lake: str, key: Key) -> pa.Table | None:
+    return read.read_arrow("silver", "quarantine", list(read.TABLES["silver"]["quarantine"]))
+
+
+def quarantine() -> pa.Table | None:
+    return _quarantine(_lake(), read.cache_key("silver", "quarantine"))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _stats_cached(lake: str, layer: str, name: str, key: Key) -> read.TableStats:
+    return read.table_stats(layer, name)
+
+
+def all_table_stats() -> list[read.TableStats]:
+    return [
+        _stats_cached(_lake(), layer, name, read.cache_key(layer, name))
+        for layer, tables in read.TABLES.items()
+        for name in tables
+    ]
+
+
+def refresh() -> None:
+    """Drop every cached read (after a run or a generation finished)."""
+    st.cache_data.clear()
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def money(value: float | None) -> str:
+    return "—" if value is None or pd.isna(value) else f"{value:,.2f}"
+
+
+def count(value: float | None) -> str:
+    return "—" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None or pd.isna(value) else f"{value * 100:.{digits}f}%"
+
+
+def ago(moment: dt.datetime | None) -> str:
+    if moment is None or pd.isna(moment):
+        return "never"
+    seconds = (dt.datetime.now(dt.UTC) - pd.Timestamp(moment).tz_convert("UTC")).total_seconds()
+    if seconds < 90:
+        return f"{max(int(seconds), 0)} s ago"
+    if seconds < 5400:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def chart(fig: Any, key: str | None = None) -> None:
+    """Every Plotly figure goes through here: same margins, theme and toolbar."""
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    st.plotly_chart(fig, width="stretch", config=PLOTLY_CONFIG, key=key)
+
+
+def empty_lake(what: str) -> None:
+    """What to do when the table a page needs does not exist yet."""
+    st.info(f"No {what} yet. Generate demo data, then run the pipeline.")
+    left, right = st.columns(2)
+    left.page_link(PAGES["generate"], label="Generate data", icon=":material/database:")
+    right.page_link(PAGES["pipeline"], label="Run the pipeline", icon=":material/play_arrow:")
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def start_job(kind: str, label: str, work: Callable[[app_state.Job], Any]) -> app_state.Job | None:
+    try:
+        return app_state.start(kind, label, work)
+    except app_state.JobBusyError as exc:
+        st.warning(f"Another job is already in progress ({exc}); wait for it to finish.")
+        return None
+
+
+def follow(job: app_state.Job, watch: SparkWatch | None = None, poll: float = 0.5) -> None:
+    """Draw the job's progress until it ends (the script waits here, the job runs elsewhere).
+
+    If the user leaves the page, Streamlit stops this loop, not the job; on return
+    the page finds the running job and follows it again. When it ends, cached
+    reads are dropped and the page reruns to show the new data.
+    """
+    with st.status(f"{job.label} ...", expanded=True) as box:
+        bar = st.progress(0.0, text=job.message)
+        spark_bar = st.empty()
+        stages = st.empty()
+        while job.running:
+            _draw(job, bar, spark_bar, stages, watch)
+            time.sleep(poll)
+        _draw(job, bar, spark_bar, stages, watch)
+        state = "error" if _failed(job) else "complete"
+        box.update(label=f"{job.label}: finished in {job.elapsed:.1f} s", state=state)
+    refresh()
+    st.rerun()
+
+
+def _draw(job: app_state.Job, bar: Any, spark_bar: Any, stages: Any, watch: Any) -> None:
+    bar.progress(job.fraction, text=f"{job.message} · {job.elapsed:.0f} s")
+    if watch is None or not watch.available:
+        return
+    rows = stage_rows(watch.poll())
+    totals = watch.totals()
+    if totals["tasks"]:
+        frac = totals["tasks_done"] / totals["tasks"]
+        spark_bar.progress(
+            min(frac, 1.0),
+            text=(
+                f"Spark: {totals['stages_done']}/{totals['stages']} stages, "
+                f"{totals['tasks_done']}/{totals['tasks']} tasks done, "
+                f"{totals['tasks_active']} running, {totals['tasks_failed']} failed"
+            ),
+        )
+    if rows:
+        stages.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _failed(job: app_state.Job) -> bool:
+    if job.error:
+        return True
+    return getattr(job.result, "status", "succeeded") == "failed"

@@ -1,0 +1,130 @@
+"""`python -m pipeline ...`: the same verbs the pages use (DESIGN.md section 8)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+
+class CliError(RuntimeError):
+    """A failure with a message meant for the person at the terminal."""
+
+
+def _progress(message: str, fraction: float) -> None:
+    width = 24
+    filled = int(width * max(0.0, min(1.0, fraction)))
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {message:<40}",
+          end="", file=sys.stderr, flush=True)
+    if fraction >= 1.0:
+        print(file=sys.stderr)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipeline.config import settings
+    from pipeline.sources.generate import generate
+
+    started = time.perf_counter()
+    manifests = generate(settings().lake, orders=args.orders, batches=args.batches,
+                         seed=args.seed, defect_rate=args.defect_rate, append=args.append,
+                         progress=_progress)
+    rows = {}
+    for m in manifests:
+        for source, n in m.get("rows", {}).items():
+            rows[source] = rows.get(source, 0) + n
+    summary = ", ".join(f"{k} {v:,}" for k, v in rows.items())
+    print(f"generated {len(manifests)} batch(es) in {time.perf_counter() - started:.1f}s: {summary}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.runner import run
+
+    started = time.perf_counter()
+    result = run(args.layer, progress=_progress)
+    print(f"{'step':<26}{'status':<11}{'rows in':>12}{'rows out':>12}{'quarantined':>13}{'seconds':>9}")
+    for s in result.steps:
+        print(f"{s.step:<26}{s.status:<11}{s.rows_in:>12,}{s.rows_out:>12,}"
+              f"{s.rows_quarantined:>13,}{s.seconds:>9.1f}")
+        for note in s.notes:
+            print(f"    note: {note}")
+    elapsed = time.perf_counter() - started
+    if not result.ok:
+        raise CliError(f"run {result.run_id} failed after {elapsed:.1f}s: {result.error}")
+    total_q = sum(s.rows_quarantined for s in result.steps)
+    print(f"run {result.run_id} succeeded in {elapsed:.1f}s: {len(result.steps)} steps, "
+          f"{total_q:,} rows quarantined")
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from pipeline.quality.report import print_report
+
+    return print_report(as_json=args.json)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="ShopLake lakehouse")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write seeded demo data to the landing zone")
+    gen.add_argument("--orders", type=int, default=10_000, help="orders to generate")
+    gen.add_argument("--batches", type=int, default=3, help="landing batches")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--defect-rate", type=float, default=0.02, help="share of each defect, 0..1")
+    gen.add_argument("--append", action="store_true", help="add one batch after the existing ones")
+    gen.set_defaults(func=cmd_generate)
+
+    run = sub.add_parser("run", help="run a layer of the pipeline, or all")
+    run.add_argument("layer", nargs="?", default="all", choices=["bronze", "silver", "gold", "all"])
+    run.set_defaults(func=cmd_run)
+
+    quality = sub.add_parser("quality", help="print the latest quality report")
+    quality.add_argument("--json", action="store_true", help="machine-readable output")
+    quality.set_defaults(func=cmd_quality)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (bench/results/latest.json)")
+    bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    bench.set_defaults(func=cmd_bench)
+
+    try:
+        from pipeline.live.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure ends as one readable line and exit code 1
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0]
+    return first if isinstance(exc, CliError) else f"{first}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["main", "build_parser", "json"]

@@ -1,0 +1,37 @@
+"""gold.category_sales: month x category over revenue-bearing lines (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+MONEY = "decimal(18,2)"
+
+
+def build(fact_sales: DataFrame) -> DataFrame:
+    revenue_lines = fact_sales.filter(F.col("is_revenue_bearing")).select(
+        F.trunc("order_date", "month").alias("month"),
+        "category",
+        "order_id",
+        "quantity",
+        "line_net",
+        (F.col("line_net") - F.col("line_cost")).alias("line_margin"),
+    )
+    per_category = revenue_lines.groupBy("month", "category").agg(
+        F.count_distinct("order_id").alias("orders"),
+        F.sum("quantity").alias("units"),
+        F.sum("line_net").alias("net_revenue"),
+        F.sum("line_margin").alias("gross_margin"),
+    )
+    month_total = F.sum("net_revenue").over(Window.partitionBy("month"))
+    return per_category.select(
+        F.col("month"),
+        F.col("category"),
+        F.col("orders").cast("long").alias("orders"),
+        F.col("units").cast("long").alias("units"),
+        F.col("net_revenue").cast(MONEY).alias("net_revenue"),
+        F.col("gross_margin").cast(MONEY).alias("gross_margin"),
+        F.when(month_total != 0, (F.col("net_revenue") / month_total).cast("double")).alias(
+            "revenue_share"
+        ),
+    )

@@ -1,0 +1,449 @@
+"""Generated order events (DESIGN.md section 5), published to Kafka or a drop folder.
+
+Every message is one of: a fresh valid event, a malformed one (unparseable
+JSON, no event_id, an unknown status, bad items) or a duplicate (an earlier
+valid event re-sent with the same event_id). What was sent is returned, so a
+test can compute the expected live windows independently of Spark.
+
+The content (ids, statuses, items, which messages are malformed or repeated)
+depends only on the seed; event_ts is the wall clock at sending time (minus a
+small seeded jitter, so events arrive a little out of order, well inside the
+2-minute watermark), because the live query's watermark follows event time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from pipeline.config import settings
+
+MALFORMED_KINDS = ("unparseable", "missing_event_id", "bad_status", "bad_items")
+REVENUE = {"processing", "shipped", "delivered"}
+# raw spelling -> canonical status (section 3); the producer spells them many ways
+STATUS_SPELLINGS: list[tuple[str, str]] = [
+    ("paid", "processing"),
+    ("Processing", "processing"),
+    ("confirmed", "processing"),
+    ("shipped", "shipped"),
+    ("In Transit", "shipped"),
+    ("dispatched", "shipped"),
+    ("delivered", "delivered"),
+    ("COMPLETE", "delivered"),
+    ("pending", "pending"),
+    ("cancelled", "cancelled"),
+    ("refunded", "returned"),
+]
+STATUS_WEIGHTS = [14, 8, 6, 12, 5, 5, 14, 6, 6, 3, 2]
+CHANNELS = ("web", "mobile", "marketplace", "store")
+COUNTRIES = ("GB", "DE", "FR", "NL", "ES", "IT", "US", "SE")
+DISCOUNTS = ("0", "0", "0", "0", "5", "10", "12.5", "15", "20")
+TOPIC_PARTITIONS = 2
+FILE_CHUNK = 500
+
+
+@dataclass
+class WindowTotals:
+    orders: int = 0
+    units: int = 0
+    net_revenue: Decimal = Decimal("0.00")
+    events: int = 0
+
+
+@dataclass
+class ProduceResult:
+    target: str
+    destination: str
+    sent: int = 0  # messages written, of every kind
+    valid: int = 0  # distinct valid events
+    duplicates: int = 0
+    malformed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MALFORMED_KINDS, 0))
+    events: list[dict] = field(default_factory=list)  # the distinct valid events, as sent
+    elapsed_seconds: float = 0.0
+    first_sent_at: float | None = None
+    last_sent_at: float | None = None
+
+    @property
+    def malformed_total(self) -> int:
+        return sum(self.malformed.values())
+
+    def expected_windows(self) -> dict[dt.datetime, WindowTotals]:
+        """Per-minute totals of the valid distinct events (DESIGN.md 'Live windows')."""
+        return expected_windows(self.events)
+
+    def summary(self) -> dict:
+        return {
+            "target": self.target,
+            "destination": self.destination,
+            "sent": self.sent,
+            "valid": self.valid,
+            "duplicates": self.duplicates,
+            "malformed": self.malformed_total,
+            "elapsed_seconds": round(self.elapsed_seconds, 2),
+        }
+
+
+def line_net(quantity: int, unit_price: str, discount_pct: str) -> Decimal:
+    """round(q * p * (1 - d/100), 2) half up, in exact decimal arithmetic."""
+    value = Decimal(quantity) * Decimal(unit_price) * (Decimal(100) - Decimal(discount_pct))
+    return (value / Decimal(100)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def minute_of(event_ts: str) -> dt.datetime:
+    ts = dt.datetime.fromisoformat(event_ts.replace("Z", "+00:00")).astimezone(dt.UTC)
+    return ts.replace(second=0, microsecond=0, tzinfo=None)
+
+
+def expected_windows(events: list[dict]) -> dict[dt.datetime, WindowTotals]:
+    out: dict[dt.datetime, WindowTotals] = {}
+    for event in events:
+        totals = out.setdefault(minute_of(event["event_ts"]), WindowTotals())
+        totals.events += 1
+        if STATUS_CANONICAL[event["status"]] not in REVENUE:
+            continue
+        totals.orders += 1
+        for item in event["items"]:
+            totals.units += int(item["quantity"])
+            totals.net_revenue += line_net(
+                int(item["quantity"]), str(item["unit_price"]), str(item["discount_pct"])
+            )
+    return out
+
+
+STATUS_CANONICAL = dict(STATUS_SPELLINGS)
+
+
+# ---------------------------------------------------------------- generation
+
+
+class EventFactory:
+    """Seeded generator of order events and their malformed variants."""
+
+    def __init__(self, seed: int | None):
+        self.rng = random.Random(seed)
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:16]}"
+
+    def _item(self) -> dict:
+        return {
+            "product_id": f"P{self.rng.randint(1, 500):05d}",
+            "quantity": self.rng.choice((1, 1, 1, 2, 2, 3, 4, 5)),
+            "unit_price": f"{self.rng.randint(100, 50000) / 100:.2f}",
+            "discount_pct": self.rng.choice(DISCOUNTS),
+        }
+
+    def valid(self, now: dt.datetime, jitter_seconds: float) -> dict:
+        ts = now - dt.timedelta(seconds=self.rng.uniform(0, jitter_seconds))
+        status = self.rng.choices(STATUS_SPELLINGS, weights=STATUS_WEIGHTS)[0][0]
+        return {
+            "event_id": self._id("ev"),
+            "order_id": self._id("o"),
+            "customer_id": f"C{self.rng.randint(1, 5000):06d}",
+            "event_ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "status": status,
+            "channel": self.rng.choice(CHANNELS),
+            "country": self.rng.choice(COUNTRIES),
+            "items": [self._item() for _ in range(self.rng.choice((1, 1, 2, 2, 3, 4)))],
+        }
+
+    def malformed(self, now: dt.datetime, jitter_seconds: float) -> tuple[str, str, bytes]:
+        """(kind, key, value) of a message the live query must quarantine."""
+        kind = self.rng.choice(MALFORMED_KINDS)
+        event = self.valid(now, jitter_seconds)
+        if kind == "unparseable":
+            text = json.dumps(event)
+            return kind, event["order_id"], text[: self.rng.randint(5, len(text) - 2)].encode()
+        if kind == "missing_event_id":
+            event.pop("event_id")
+        elif kind == "bad_status":
+            event["status"] = self.rng.choice(("teleported", "unknown", "", "lost in space"))
+        else:
+            flaw = self.rng.choice(("empty", "quantity", "fraction", "price", "discount", "none"))
+            item = event["items"][0]
+            if flaw == "empty":
+                event["items"] = []
+            elif flaw == "quantity":
+                item["quantity"] = self.rng.choice((0, -2, 1001))
+            elif flaw == "fraction":
+                item["quantity"] = 2.5
+            elif flaw == "price":
+                item["unit_price"] = self.rng.choice(("0", "-5.00", "250000.00", "abc"))
+            elif flaw == "discount":
+                item["discount_pct"] = self.rng.choice(("150", "-5"))
+            else:
+                event.pop("items")
+        return kind, event["order_id"], json.dumps(event).encode()
+
+
+# ---------------------------------------------------------------- sinks
+
+
+class _KafkaSink:
+    def __init__(self, topic: str):
+        from kafka import KafkaProducer
+
+        from pipeline.live.broker import client_options
+
+        self.topic = topic
+        ensure_topic(topic)
+        self.producer = KafkaProducer(
+            **client_options(),
+            acks="all",
+            linger_ms=5,
+            retries=10,
+            client_id="shoplake-producer",
+        )
+        self.futures: list = []
+
+    def send(self, key: str, value: bytes) -> None:
+        self.futures.append(self.producer.send(self.topic, key=key.encode(), value=value))
+        if len(self.futures) >= 2000:
+            self.flush()
+
+    def flush(self) -> None:
+        self.producer.flush(timeout=60)
+        for future in self.futures:
+            future.get(timeout=60)  # raises if a message was not acknowledged
+        self.futures.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.producer.close(timeout=10)
+
+
+class _FileSink:
+    """JSON-lines files, each written under a hidden name then renamed (atomic)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lines: list[bytes] = []
+        self.seq = 0
+        self.tag = uuid.uuid4().hex[:6]
+
+    def send(self, key: str, value: bytes) -> None:
+        self.lines.append(value.replace(b"\n", b" "))
+        if len(self.lines) >= FILE_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"events-{stamp}-{self.tag}-{self.seq:06d}.jsonl"
+        self.seq += 1
+        tmp = self.folder / f".{name}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(b"\n".join(self.lines) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.folder / name)
+        self.lines.clear()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def drop_folder() -> Path:
+    lake = settings().lake
+    if "://" in lake:
+        raise ValueError("the file drop target needs a local lake folder")
+    return Path(lake) / "stream_drop"
+
+
+def ensure_topic(topic: str, partitions: int = TOPIC_PARTITIONS) -> bool:
+    """Create the topic if it does not exist; True when it was created now."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+
+    from pipeline.live.broker import client_options
+
+    admin = KafkaAdminClient(**client_options(), client_id="shoplake-admin")
+    try:
+        if topic in set(admin.list_topics()):
+            return False
+        replication = 1 if settings().uses_local_broker else -1
+        try:
+            admin.create_topics(
+                {topic: {"num_partitions": partitions, "replication_factor": replication}},
+                wait_for_metadata=True,
+            )
+        except TopicAlreadyExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(Exception):
+            admin.close()
+
+
+# ---------------------------------------------------------------- produce
+
+
+def produce(
+    events: int | None = 100,
+    rate: float | None = None,
+    malformed: float = 0.0,
+    duplicates: float = 0.0,
+    seed: int | None = None,
+    target: str = "kafka",
+    topic: str | None = None,
+    jitter_seconds: float = 5.0,
+    stop: threading.Event | None = None,
+    progress: Callable[[ProduceResult], None] | None = None,
+    keep_events: bool = True,
+    on_send: Callable[[dict, float], None] | None = None,
+) -> ProduceResult:
+    """Send `events` messages (None: until `stop` is set) at `rate` per second (None: at once).
+
+    A share `duplicates` of messages repeats an earlier valid event and a share
+    `malformed` is invalid; the rest are fresh valid events.
+    """
+    if target not in ("kafka", "files"):
+        raise ValueError(f"unknown target {target!r}: use kafka or files")
+    if not 0 <= malformed <= 1 or not 0 <= duplicates <= 1 or malformed + duplicates > 1:
+        raise ValueError("malformed and duplicates are shares between 0 and 1 (sum at most 1)")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
+    factory = EventFactory(seed)
+    decide = random.Random(None if seed is None else seed + 7919)
+    topic = topic or settings().topic
+    if target == "kafka":
+        sink: _KafkaSink | _FileSink = _KafkaSink(topic)
+        destination = f"{settings().bootstrap_servers}/{topic}"
+    else:
+        sink = _FileSink(drop_folder())
+        destination = str(sink.folder)
+    result = ProduceResult(target=target, destination=destination)
+    sent_valid: list[dict] = []
+    started = time.monotonic()
+    last_report = started
+    last_file_flush = started
+    i = 0
+    try:
+        while events is None or i < events:
+            if stop is not None and stop.is_set():
+                break
+            if rate is not None:
+                due = started + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    if stop is not None:
+                        if stop.wait(delay):
+                            break
+                    else:
+                        time.sleep(delay)
+            now = dt.datetime.now(dt.UTC)
+            draw = decide.random()
+            if draw < duplicates and sent_valid:
+                event = decide.choice(sent_valid)
+                sink.send(event["order_id"], json.dumps(event).encode())
+                result.duplicates += 1
+            elif draw < duplicates + malformed:
+                kind, key, value = factory.malformed(now, jitter_seconds)
+                sink.send(key, value)
+                result.malformed[kind] += 1
+            else:
+                event = factory.valid(now, jitter_seconds)
+                sink.send(event["order_id"], json.dumps(event).encode())
+                if keep_events or len(sent_valid) < 1000:
+                    sent_valid.append(event)
+                elif decide.random() < 0.01:  # bounded memory for endless runs
+                    sent_valid[decide.randrange(len(sent_valid))] = event
+                result.valid += 1
+                if keep_events:
+                    result.events.append(event)
+                if on_send is not None:
+                    on_send(event, time.time())
+            result.sent += 1
+            result.last_sent_at = time.time()
+            if result.first_sent_at is None:
+                result.first_sent_at = result.last_sent_at
+            i += 1
+            tick = time.monotonic()
+            if rate is not None and isinstance(sink, _FileSink) and tick - last_file_flush >= 1:
+                sink.flush()  # a file a second keeps the drop folder near real time
+                last_file_flush = tick
+            if progress is not None and tick - last_report >= 1:
+                result.elapsed_seconds = tick - started
+                progress(result)
+                last_report = tick
+    finally:
+        sink.close()
+    result.elapsed_seconds = time.monotonic() - started
+    return result
+
+
+class BackgroundProducer:
+    """A producer thread for the Live page: runs until stopped."""
+
+    def __init__(self, **kwargs):
+        self.stop_event = threading.Event()
+        self.result: ProduceResult | None = None
+        self.error: str | None = None
+        self.live = ProduceResult(target=kwargs.get("target", "kafka"), destination="")
+        kwargs.setdefault("events", None)
+        kwargs["keep_events"] = False
+        kwargs["stop"] = self.stop_event
+        kwargs["progress"] = self._progress
+        self.thread = threading.Thread(
+            target=self._run, kwargs=kwargs, name="shoplake-producer", daemon=True
+        )
+
+    def _progress(self, result: ProduceResult) -> None:
+        self.live = result
+
+    def _run(self, **kwargs) -> None:
+        try:
+            self.result = produce(**kwargs)
+            self.live = self.result
+        except Exception as exc:  # reported on the page, never raised into Streamlit
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def start(self) -> BackgroundProducer:
+        self.thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> ProduceResult | None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+        return self.result
+
+
+_background: BackgroundProducer | None = None
+_background_lock = threading.Lock()
+
+
+def start_background(**kwargs) -> BackgroundProducer:
+    """At most one background producer per process; starting twice returns the running one."""
+    global _background
+    with _background_lock:
+        if _background is not None and _background.running:
+            return _background
+        _background = BackgroundProducer(**kwargs).start()
+        return _background
+
+
+def background() -> BackgroundProducer | None:
+    return _background
+
+
+def stop_background() -> ProduceResult | None:
+    with _background_lock:
+        if _background is None:
+            return None
+        return _background.stop()

@@ -1,0 +1,109 @@
+"""Expectations: named SQL boolean rules with an action, evaluated in one pass.
+
+A table declares its rules as data (a list of ``Expectation``). ``flag`` adds
+two array columns naming the rules each row failed, so a single aggregation
+(``count_failures``) gives every rule's count, and the same functions serve a
+batch step and a streaming micro-batch (foreachBatch).
+
+A rule's ``condition`` is true when the row is fine. A null result counts as
+a failure: a rule that cannot be evaluated has not been met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+Action = Literal["warn", "quarantine", "fail"]
+
+QUARANTINE_RULES = "_quarantine_rules"
+WARN_RULES = "_warn_rules"
+FAIL_RULES = "_fail_rules"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    name: str
+    condition: str
+    action: Action
+    description: str = ""
+
+    def passed(self) -> Column:
+        return F.coalesce(F.expr(self.condition), F.lit(False))
+
+
+class ExpectationFailed(RuntimeError):
+    """A fail-action rule fired: the step stops before writing anything."""
+
+    def __init__(self, table: str, failures: dict[str, int]):
+        self.table = table
+        self.failures = failures
+        listed = ", ".join(f"{rule} ({count} rows)" for rule, count in failures.items())
+        super().__init__(f"{table}: fail rule fired: {listed}")
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    rule: str
+    action: Action
+    rows_checked: int
+    rows_failed: int
+
+    @property
+    def pass_rate(self) -> float:
+        if self.rows_checked == 0:
+            return 1.0
+        return 1.0 - self.rows_failed / self.rows_checked
+
+
+def _failed_names(expectations: Sequence[Expectation], action: Action) -> Column:
+    names = [
+        F.when(~e.passed(), F.lit(e.name)) for e in expectations if e.action == action
+    ]
+    if not names:
+        return F.array().cast("array<string>")
+    return F.filter(F.array(*names), lambda name: name.isNotNull())
+
+
+def flag(df: DataFrame, expectations: Sequence[Expectation]) -> DataFrame:
+    """Add the arrays of failed quarantine, warn and fail rule names."""
+    return df.select(
+        "*",
+        _failed_names(expectations, "quarantine").alias(QUARANTINE_RULES),
+        _failed_names(expectations, "warn").alias(WARN_RULES),
+        _failed_names(expectations, "fail").alias(FAIL_RULES),
+    )
+
+
+def is_quarantined() -> Column:
+    return F.size(F.col(QUARANTINE_RULES)) > 0
+
+
+def count_failures(flagged: DataFrame, expectations: Sequence[Expectation]) -> list[RuleCount]:
+    """Every rule's failure count from one aggregation over the flagged rows."""
+    aggs = [F.count(F.lit(1)).alias("_rows")]
+    for e in expectations:
+        column = {"quarantine": QUARANTINE_RULES, "warn": WARN_RULES, "fail": FAIL_RULES}[e.action]
+        aggs.append(
+            F.sum(F.array_contains(F.col(column), e.name).cast("int")).alias(f"_r{len(aggs)}")
+        )
+    row = flagged.agg(*aggs).first()
+    rows = int(row[0] or 0)
+    return [
+        RuleCount(e.name, e.action, rows, int(row[i + 1] or 0)) for i, e in enumerate(expectations)
+    ]
+
+
+def raise_on_fail(table: str, counts: Sequence[RuleCount]) -> None:
+    fired = {c.rule: c.rows_failed for c in counts if c.action == "fail" and c.rows_failed}
+    if fired:
+        raise ExpectationFailed(table, fired)
+
+
+def only_well_formed(condition: str) -> str:
+    """A rule about a field is moot on a line that could not be parsed at all."""
+    return f"(_raw IS NOT NULL) OR ({condition})"

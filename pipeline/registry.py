@@ -1,0 +1,68 @@
+"""The step registry: what each step reads and writes, and in which order.
+
+The app's buttons and the command line both run steps through
+``pipeline.runner``, which times them, counts their rows and records
+gold.pipeline_runs and gold.dq_results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from pipeline.quality.expectations import RuleCount
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+@dataclass
+class Context:
+    spark: SparkSession
+    run_id: str
+    started_at: dt.datetime
+
+
+@dataclass
+class CheckResult:
+    layer: str
+    table: str
+    count: RuleCount
+
+
+@dataclass
+class StepOutcome:
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_quarantined: int = 0
+    checks: list[CheckResult] = field(default_factory=list)
+    reconciliation: dict[str, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def add_checks(self, layer: str, table: str, counts: list[RuleCount]) -> None:
+        self.checks.extend(CheckResult(layer, table, c) for c in counts)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    layer: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    run: Callable[[Context], StepOutcome]
+
+
+def all_steps() -> list[Step]:
+    from pipeline.bronze.steps import STEPS as bronze
+    from pipeline.gold.steps import STEPS as gold
+    from pipeline.silver.steps import STEPS as silver
+
+    return [*bronze, *silver, *gold]
+
+
+def steps_for(target: str) -> list[Step]:
+    if target not in (*LAYERS, "all"):
+        raise ValueError(f"unknown target {target!r}: choose bronze, silver, gold or all")
+    return [s for s in all_steps() if target == "all" or s.layer == target]

@@ -1,0 +1,179 @@
+"""Run steps: one run at a time per lake, each step timed, counted and recorded.
+
+A run takes an exclusive file lock under the lake root, so two browser
+sessions (or the app and the command line) pressing run at once cannot
+interleave writes: the second is told a run is in progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from pipeline import lake
+from pipeline.config import settings
+from pipeline.registry import Context, Step, StepOutcome, steps_for
+
+Progress = Callable[[str, float], None]
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType()),
+        T.StructField("step", T.StringType()),
+        T.StructField("started_at", T.TimestampType()),
+        T.StructField("finished_at", T.TimestampType()),
+        T.StructField("status", T.StringType()),
+        T.StructField("rows_in", T.LongType()),
+        T.StructField("rows_out", T.LongType()),
+        T.StructField("rows_quarantined", T.LongType()),
+        T.StructField("error", T.StringType()),
+        T.StructField("reconciliation", T.MapType(T.StringType(), T.LongType())),
+    ]
+)
+
+DQ_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType()),
+        T.StructField("layer", T.StringType()),
+        T.StructField("table", T.StringType()),
+        T.StructField("rule", T.StringType()),
+        T.StructField("action", T.StringType()),
+        T.StructField("rows_checked", T.LongType()),
+        T.StructField("rows_failed", T.LongType()),
+        T.StructField("pass_rate", T.DoubleType()),
+        T.StructField("checked_at", T.TimestampType()),
+    ]
+)
+
+
+class RunInProgressError(RuntimeError):
+    pass
+
+
+@dataclass
+class StepResult:
+    step: str
+    status: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_quarantined: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    reconciliation: dict[str, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    steps: list[StepResult]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+@contextmanager
+def run_lock() -> Iterator[None]:
+    root = settings().lake_path
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / ".run.lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RunInProgressError("a pipeline run is already in progress on this lake") from exc
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "Traceback" in first or len(first) > 600:
+        first = first[:600]
+    return first
+
+
+def _record(spark: SparkSession, run_id: str, step: Step, started: dt.datetime,
+            finished: dt.datetime, status: str, outcome: StepOutcome | None, error: str | None) -> None:
+    o = outcome or StepOutcome()
+    runs = spark.createDataFrame(
+        [(run_id, step.name, started, finished, status, o.rows_in, o.rows_out,
+          o.rows_quarantined, error, o.reconciliation)],
+        RUNS_SCHEMA,
+    )
+    lake.append(runs, "gold", "pipeline_runs")
+    if o.checks:
+        dq = spark.createDataFrame(
+            [
+                (run_id, c.layer, c.table, c.count.rule, c.count.action, c.count.rows_checked,
+                 c.count.rows_failed, c.count.pass_rate, finished)
+                for c in o.checks
+            ],
+            DQ_SCHEMA,
+        )
+        lake.append(dq, "gold", "dq_results")
+
+
+def run(target: str = "all", spark: SparkSession | None = None,
+        progress: Progress | None = None) -> RunResult:
+    """Run a layer (or all) and return what happened; failures are results, not tracebacks."""
+    steps = steps_for(target)
+    if spark is None:
+        from pipeline.spark import get_spark
+
+        spark = get_spark()
+    run_id = _now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    results: list[StepResult] = []
+    with run_lock():
+        ctx = Context(spark, run_id, _now())
+        failed: str | None = None
+        for i, step in enumerate(steps):
+            if failed:
+                results.append(StepResult(step.name, "skipped"))
+                continue
+            if progress:
+                progress(f"{step.name} ...", i / len(steps))
+            spark.sparkContext.setJobGroup(run_id, step.name, interruptOnCancel=True)
+            started, t0 = _now(), time.perf_counter()
+            try:
+                outcome = step.run(ctx)
+                fired = [c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed]
+                status, error = "succeeded", None
+                if fired:
+                    status = "failed"
+                    error = "; ".join(
+                        f"{c.layer}.{c.table}: rule {c.count.rule} failed on {c.count.rows_failed} rows"
+                        for c in fired
+                    )
+            except Exception as exc:  # recorded and reported; the run stops here
+                outcome, status, error = None, "failed", f"{step.name}: {_message(exc)}"
+            seconds = time.perf_counter() - t0
+            _record(spark, run_id, step, started, _now(), status, outcome, error)
+            o = outcome or StepOutcome()
+            results.append(StepResult(step.name, status, o.rows_in, o.rows_out,
+                                      o.rows_quarantined, seconds, error, o.reconciliation, o.notes))
+            if status == "failed":
+                failed = error
+        if progress:
+            progress("done" if not failed else "failed", 1.0)
+    return RunResult(run_id, "failed" if failed else "succeeded", results, failed)

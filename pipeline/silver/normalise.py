@@ -1,0 +1,118 @@
+"""Column normalisation rules of DESIGN.md section 3, as Spark column expressions.
+
+They are built-in functions only (no UDFs), so Spark can optimise them, and the
+batch Silver step and the live stream share them.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+MIN_TS = "2000-01-01 00:00:00"
+
+# raw pattern -> Spark datetime pattern (None: ISO 8601, parsed by the cast rules)
+_TS_FORMATS: list[tuple[str, str | None]] = [
+    (
+        r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)?$",
+        None,
+    ),
+    (r"^\d{4}-\d{2}-\d{2}$", "yyyy-MM-dd"),
+    (r"^\d{2}/\d{2}/\d{4}$", "MM/dd/yyyy"),
+    (r"^\d{2}-\d{2}-\d{4}$", "dd-MM-yyyy"),
+    (r"^\d{8}$", "yyyyMMdd"),
+    (r"^[A-Za-z]+ \d{1,2}, \d{4}$", "MMMM d, yyyy"),
+]
+
+STATUS_SYNONYMS: dict[str, str] = {
+    "pending": "pending",
+    "new": "pending",
+    "created": "pending",
+    "processing": "processing",
+    "paid": "processing",
+    "confirmed": "processing",
+    "shipped": "shipped",
+    "dispatched": "shipped",
+    "in transit": "shipped",
+    "delivered": "delivered",
+    "complete": "delivered",
+    "completed": "delivered",
+    "fulfilled": "delivered",
+    "cancelled": "cancelled",
+    "canceled": "cancelled",
+    "void": "cancelled",
+    "returned": "returned",
+    "refunded": "returned",
+    "return": "returned",
+}
+REVENUE_STATUSES = ("processing", "shipped", "delivered")
+STATUSES = ("pending", "processing", "shipped", "delivered", "cancelled", "returned")
+
+
+def parse_timestamp(raw: Column) -> Column:
+    """UTC timestamp from any accepted format, or null when none matches."""
+    value = F.trim(raw)
+    # "+0200" -> "+02:00" and "+02" -> "+02:00": the cast rules want a colon.
+    iso = F.regexp_replace(value, r"([+-]\d{2}):?(\d{2})$", "$1:$2")
+    iso = F.regexp_replace(iso, r"([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?[+-]\d{2})$", "$1:00")
+    parsed: Column | None = None
+    for pattern, fmt in _TS_FORMATS:
+        if fmt is None:
+            candidate = F.try_to_timestamp(iso)
+        else:
+            candidate = F.try_to_timestamp(value, F.lit(fmt))
+        branch = F.when(value.rlike(pattern), candidate)
+        parsed = branch if parsed is None else parsed.when(value.rlike(pattern), candidate)
+    epoch = F.timestamp_seconds(value.try_cast("bigint"))
+    return parsed.when(value.rlike(r"^\d{10}$"), epoch)  # type: ignore[union-attr]
+
+
+def timestamp_too_old(ts: Column) -> Column:
+    return ts < F.lit(MIN_TS).cast("timestamp")
+
+
+def timestamp_in_future(ts: Column, ingested_at: Column) -> Column:
+    return ts > ingested_at + F.expr("INTERVAL 1 DAY")
+
+
+def normalise_status(raw: Column) -> Column:
+    """Canonical status, or null for anything unknown."""
+    key = F.regexp_replace(F.lower(F.trim(raw)), r"\s+", " ")
+    mapping = F.create_map(*[F.lit(x) for pair in STATUS_SYNONYMS.items() for x in pair])
+    return F.element_at(mapping, key)
+
+
+def parse_int(raw: Column) -> Column:
+    """Integer only when the text is a whole number (2.5 or 1e3 are not quantities)."""
+    value = F.trim(raw)
+    return F.when(value.rlike(r"^[+-]?\d{1,9}$"), value.try_cast("int"))
+
+
+def parse_decimal(raw: Column, precision: int = 18, scale: int = 4) -> Column:
+    value = F.trim(raw)
+    return F.when(
+        value.rlike(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$"),
+        value.try_cast(f"decimal({precision},{scale})"),
+    )
+
+
+def line_gross(quantity: Column, unit_price: Column) -> Column:
+    return F.round(quantity * unit_price, 2).cast("decimal(18,2)")
+
+
+def line_net(quantity: Column, unit_price: Column, discount_pct: Column) -> Column:
+    """round(q * p * (1 - d/100), 2), half up (Spark's decimal rounding is HALF_UP)."""
+    return F.round(quantity * unit_price * (F.lit(100) - discount_pct) / F.lit(100), 2).cast(
+        "decimal(18,2)"
+    )
+
+
+def line_cost(quantity: Column, unit_cost: Column) -> Column:
+    return F.round(quantity * unit_cost, 2).cast("decimal(18,2)")
+
+
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$"
+
+
+def valid_email(raw: Column) -> Column:
+    return F.coalesce(F.trim(raw).rlike(EMAIL_PATTERN), F.lit(False))

@@ -1,0 +1,84 @@
+"""silver.products: the latest valid version of each product."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.contract import SOURCES
+from pipeline.quality.expectations import Expectation, only_well_formed
+from pipeline.silver.normalise import (
+    parse_decimal,
+    parse_timestamp,
+    timestamp_in_future,
+    timestamp_too_old,
+)
+from pipeline.silver.refine import lineage_columns
+
+SOURCE = SOURCES["products"]
+
+EXPECTATIONS = [
+    Expectation("malformed_record", "_raw IS NULL", "quarantine", "the record could be parsed"),
+    Expectation(
+        "missing_key", only_well_formed("product_id IS NOT NULL"), "quarantine", "product_id"
+    ),
+    Expectation(
+        "negative_list_price",
+        only_well_formed("_list_price IS NULL OR _list_price >= 0"),
+        "quarantine",
+        "list_price >= 0 when present",
+    ),
+    Expectation(
+        "negative_unit_cost",
+        only_well_formed("_unit_cost IS NULL OR _unit_cost >= 0"),
+        "quarantine",
+        "unit_cost >= 0 when present",
+    ),
+    Expectation(
+        "updated_at_out_of_range",
+        only_well_formed("_updated_at IS NULL OR NOT _updated_at_out_of_range"),
+        "quarantine",
+        "updated_at between 2000-01-01 and one day after ingestion",
+    ),
+    Expectation(
+        "unparseable_updated_at",
+        "updated_at IS NULL OR _updated_at IS NOT NULL",
+        "warn",
+        "updated_at parses (else it counts as the oldest version)",
+    ),
+]
+
+
+def typed(df: DataFrame) -> DataFrame:
+    updated_at = parse_timestamp(F.col("updated_at"))
+    return df.select(
+        "*",
+        parse_decimal(F.col("list_price"), 18, 4).alias("_list_price"),
+        parse_decimal(F.col("unit_cost"), 18, 4).alias("_unit_cost"),
+        updated_at.alias("_updated_at"),
+        (
+            timestamp_too_old(updated_at) | timestamp_in_future(updated_at, F.col("_ingested_at"))
+        ).alias("_updated_at_out_of_range"),
+    )
+
+
+def to_silver(survivors: DataFrame) -> DataFrame:
+    active = F.lower(F.trim(F.col("is_active")))
+    return survivors.select(
+        F.trim(F.col("product_id")).alias("product_id"),
+        F.trim(F.col("name")).alias("name"),
+        F.trim(F.col("category")).alias("category"),
+        F.trim(F.col("subcategory")).alias("subcategory"),
+        F.trim(F.col("brand")).alias("brand"),
+        F.col("_list_price").alias("list_price"),
+        F.col("_unit_cost").alias("unit_cost"),
+        F.when(active.isin("true", "1", "yes", "y", "t"), F.lit(True))
+        .when(active.isin("false", "0", "no", "n", "f"), F.lit(False))
+        .alias("is_active"),
+        F.col("_updated_at").alias("updated_at"),
+        *lineage_columns(),
+    )
+
+
+def record_key() -> F.Column:
+    return F.col("product_id")

@@ -1,0 +1,138 @@
+"""The Bronze -> Silver recipe every source follows (DESIGN.md section 3).
+
+(1) exact duplicates are marked, (2) every other record is checked against
+the table's expectations, (3) among the passing records one version per key
+survives. Each Bronze row ends with exactly one fate, so the reconciliation
+bronze = silver + quarantined + duplicates + superseded holds by construction
+and is counted, not assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.contract import Source
+from pipeline.quality.expectations import (
+    QUARANTINE_RULES,
+    WARN_RULES,
+    Expectation,
+    RuleCount,
+    flag,
+    is_quarantined,
+)
+from pipeline.silver.versions import IS_DUPLICATE, VERSION_FATE, mark_exact_duplicates, mark_versions
+
+FATE = "_fate"
+FATES = ("silver", "quarantined", "duplicate", "superseded")
+CONFLICT_RULE = "conflicting_versions"
+
+
+@dataclass
+class Refined:
+    fated: DataFrame  # every Bronze row with its fate; persisted, call release()
+    counts: dict[str, int]  # bronze + one entry per fate
+    rules: list[RuleCount]
+
+    def silver(self) -> DataFrame:
+        return self.fated.filter(F.col(FATE) == "silver")
+
+    def quarantined(self) -> DataFrame:
+        return self.fated.filter(F.col(FATE) == "quarantined")
+
+    def release(self) -> None:
+        self.fated.unpersist()
+
+
+def refine(
+    bronze: DataFrame,
+    source: Source,
+    typed: Callable[[DataFrame], DataFrame],
+    expectations: Sequence[Expectation],
+    updated_at: Column,
+) -> Refined:
+    marked = mark_exact_duplicates(bronze, [*source.columns, "_raw"])
+    duplicates = marked.filter(F.col(IS_DUPLICATE))
+    checked = flag(typed(marked.filter(~F.col(IS_DUPLICATE))), expectations)
+    failing = checked.filter(is_quarantined())
+    versioned = mark_versions(checked.filter(~is_quarantined()), source.key, updated_at)
+
+    fate_of_version = (
+        F.when(F.col(VERSION_FATE) == "survivor", F.lit("silver"))
+        .when(F.col(VERSION_FATE) == "superseded", F.lit("superseded"))
+        .otherwise(F.lit("quarantined"))
+    )
+    conflict_rules = F.when(
+        F.col(VERSION_FATE) == "conflict", F.array(F.lit(CONFLICT_RULE))
+    ).otherwise(F.col(QUARANTINE_RULES))
+    checked_cols = [c for c in checked.columns if c not in (QUARANTINE_RULES,)]
+    fated = (
+        versioned.select(*checked_cols, conflict_rules.alias(QUARANTINE_RULES), fate_of_version.alias(FATE))
+        .unionByName(failing.select("*", F.lit("quarantined").alias(FATE)))
+        .unionByName(
+            duplicates.drop(IS_DUPLICATE).select("*", F.lit("duplicate").alias(FATE)),
+            allowMissingColumns=True,
+        )
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+
+    counts, rules = _count(fated, expectations)
+    return Refined(fated, counts, rules)
+
+
+def _count(
+    fated: DataFrame, expectations: Sequence[Expectation]
+) -> tuple[dict[str, int], list[RuleCount]]:
+    """Fates and every rule's failures in one aggregation."""
+    not_dup = F.col(FATE) != "duplicate"
+    aggs = [F.count(F.lit(1)).alias("bronze")]
+    aggs += [F.sum((F.col(FATE) == f).cast("int")).alias(f) for f in FATES]
+    aggs.append(F.sum(not_dup.cast("int")).alias("checked"))
+    aggs.append(
+        F.sum(F.array_contains(F.col(QUARANTINE_RULES), CONFLICT_RULE).cast("int")).alias(
+            CONFLICT_RULE
+        )
+    )
+    for i, e in enumerate(expectations):
+        column = WARN_RULES if e.action == "warn" else QUARANTINE_RULES
+        if e.action == "fail":
+            column = "_fail_rules"
+        aggs.append(
+            F.sum((not_dup & F.array_contains(F.col(column), e.name)).cast("int")).alias(f"r{i}")
+        )
+    row = fated.agg(*aggs).first().asDict()
+    counts = {k: int(row.get(k) or 0) for k in ("bronze", *FATES, "checked", CONFLICT_RULE)}
+    rules = [
+        RuleCount(e.name, e.action, counts["checked"], int(row[f"r{i}"] or 0))
+        for i, e in enumerate(expectations)
+    ]
+    rules.append(RuleCount(CONFLICT_RULE, "quarantine", counts["checked"], counts[CONFLICT_RULE]))
+    return counts, rules
+
+
+def quarantine_rows(refined: Refined, source: Source, record_key: Column) -> DataFrame:
+    """silver.quarantine's shape: the raw record as JSON text, unless it was never parsed."""
+    q = refined.quarantined()
+    raw_json = F.to_json(F.struct(*[F.col(c) for c in source.columns]))
+    return q.select(
+        F.lit(source.name).alias("source_table"),
+        F.when(F.col("_raw").isNull(), record_key).alias("record_key"),
+        F.col(QUARANTINE_RULES).alias("rules"),
+        F.coalesce(F.col("_raw"), raw_json).alias("raw_record"),
+        F.col("_batch_id").alias("batch_id"),
+        F.col("_ingested_at").alias("quarantined_at"),
+        F.col("_source_file").alias("source_file"),
+        F.col("_record_id").alias("record_id"),
+    )
+
+
+def lineage_columns() -> list[Column]:
+    return [
+        F.col("_batch_id").alias("batch_id"),
+        F.col("_source_file").alias("source_file"),
+        F.col("_ingested_at").alias("ingested_at"),
+        F.col("_record_id").alias("record_id"),
+    ]

@@ -1,0 +1,51 @@
+"""Steps (1) and (3) of DESIGN.md section 3: exact duplicates and one version per key.
+
+Pure DataFrame -> DataFrame functions. They mark rows instead of dropping
+them, so the caller can count every row's fate and keep the reconciliation
+identity exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+IS_DUPLICATE = "_is_duplicate"
+VERSION_FATE = "_version_fate"  # survivor | superseded | conflict
+
+
+def mark_exact_duplicates(df: DataFrame, raw_columns: Sequence[str]) -> DataFrame:
+    """Rows equal in every raw column (and raw line) to an earlier one are duplicates.
+
+    The first copy (earliest batch, then record id) is kept. Null equals null
+    here, as a reader of the two lines would say.
+    """
+    by_value = Window.partitionBy(*[F.col(c) for c in raw_columns]).orderBy(
+        F.col("_batch_id"), F.col("_record_id")
+    )
+    return df.withColumn(IS_DUPLICATE, F.row_number().over(by_value) > 1)
+
+
+def mark_versions(df: DataFrame, key: Sequence[str], updated_at: Column) -> DataFrame:
+    """The latest updated_at wins (unparseable counts as oldest), then the later batch.
+
+    When two different records tie on both, no version can be chosen: every
+    record of that key is a conflict.
+    """
+    ordered = Window.partitionBy(*[F.col(k) for k in key]).orderBy(
+        updated_at.desc_nulls_last(), F.col("_batch_id").desc()
+    )
+    whole_key = Window.partitionBy(*[F.col(k) for k in key])
+    ranked = df.withColumn("_version_rank", F.rank().over(ordered))
+    with_ties = ranked.withColumn(
+        "_top_count",
+        F.sum((F.col("_version_rank") == 1).cast("int")).over(whole_key),
+    )
+    fate = (
+        F.when(F.col("_top_count") > 1, F.lit("conflict"))
+        .when(F.col("_version_rank") == 1, F.lit("survivor"))
+        .otherwise(F.lit("superseded"))
+    )
+    return with_ties.withColumn(VERSION_FATE, fate).drop("_version_rank", "_top_count")
