@@ -12,15 +12,18 @@ import logging
 import streamlit as st
 from streamlit.errors import FragmentHandledException
 
+from pipeline import read
 from pipeline.app_state import readable_error
 
-st.set_page_config(page_title="ShopLake", page_icon=":material/lake:", layout="wide")
+st.set_page_config(page_title="ShopLake", page_icon=":material/waves:", layout="wide")
 
+# URL paths are the names Streamlit derives from the file names (pages/5_Sales.py -> Sales):
+# see pages/_ui.page_guard for why they must match.
 PAGES = {
     "Overview": [
         st.Page(
-            "pages/1_Home.py",
-            url_path="overview",
+            "pages/1_Overview.py",
+            url_path="Overview",
             title="Home",
             icon=":material/home:",
             default=True,
@@ -29,42 +32,43 @@ PAGES = {
     "Data": [
         st.Page(
             "pages/2_Generate.py",
-            url_path="generate",
+            url_path="Generate",
             title="Data generator",
             icon=":material/database:",
         ),
         st.Page(
             "pages/3_Pipeline.py",
-            url_path="pipeline",
+            url_path="Pipeline",
             title="Pipeline",
             icon=":material/play_arrow:",
         ),
         st.Page(
             "pages/4_Quality.py",
-            url_path="quality",
+            url_path="Quality",
             title="Data quality",
             icon=":material/verified:",
         ),
     ],
     "Business": [
-        st.Page("pages/5_Sales.py", url_path="sales", title="Sales", icon=":material/payments:"),
+        st.Page("pages/5_Sales.py", url_path="Sales", title="Sales", icon=":material/payments:"),
         st.Page(
             "pages/6_Customers.py",
-            url_path="customers",
+            url_path="Customers",
             title="Customers (RFM)",
             icon=":material/group:",
         ),
         st.Page(
             "pages/7_Anomalies.py",
-            url_path="anomalies",
+            url_path="Anomalies",
             title="Anomalies",
             icon=":material/warning:",
         ),
-        st.Page("pages/8_Live.py", url_path="live", title="Live", icon=":material/sensors:"),
+        st.Page("pages/8_Live.py", url_path="Live", title="Live", icon=":material/sensors:"),
     ],
 }
 
 page = st.navigation(PAGES)
+read.prefetch_sales_cube()  # the Sales page's aggregates, built in the background once per run
 st.sidebar.caption("ShopLake · e-commerce lakehouse")
 try:
     page.run()

@@ -7,13 +7,16 @@ stop it half-way.
 
 from __future__ import annotations
 
+import importlib
+
 import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from pipeline import app_state
+from pipeline import app_state, read
 from pipeline.config import settings
 
+ui.page_guard()
 st.title("Data generator")
 st.caption(
     f"Writes orders (CSV), order items (CSV), customers (JSON Lines) and products (Parquet) "
@@ -23,17 +26,12 @@ st.caption(
 
 def _defect_kinds() -> list[str]:
     """The defect names the generator accepts in `rates`, if it publishes them."""
-    try:
-        from pipeline.sources import generate as gen
+    try:  # by module path: pipeline.sources re-exports the generate() function under that name
+        gen = importlib.import_module("pipeline.sources.generate")
     except ImportError:
         return []
-    for name in ("DEFECT_RATES", "DEFAULT_RATES", "DEFECTS", "DEFECT_KINDS"):
-        value = getattr(gen, name, None)
-        if isinstance(value, dict):
-            return sorted(str(k) for k in value)
-        if isinstance(value, list | tuple | set | frozenset):
-            return sorted(str(k) for k in value)
-    return []
+    names = getattr(gen, "DEFECT_NAMES", None)
+    return [str(n) for n in names] if isinstance(names, list | tuple) else []
 
 
 def _generate(job: app_state.Job, options: dict) -> list[dict]:
@@ -43,6 +41,13 @@ def _generate(job: app_state.Job, options: dict) -> list[dict]:
 
 
 running = app_state.current()
+if read.cache_key("bronze", "orders") is not None:
+    st.info(
+        "This lake already has Bronze tables, and Bronze reads each landing file name once. "
+        "Fresh batches reuse the names batch-000001 ... and would not be read again: tick "
+        "*Append* to add a batch, or point SHOPLAKE_LAKE at a new folder to start over.",
+        icon=":material/info:",
+    )
 with st.form("generate"):
     c1, c2, c3, c4 = st.columns(4)
     orders = c1.number_input("Orders", 100, 5_000_000, 10_000, step=1_000)
@@ -52,14 +57,21 @@ with st.form("generate"):
     kinds = _defect_kinds()
     rates: dict[str, float] = {}
     if kinds:
-        with st.expander("Per-defect rates (override the overall rate)"):
+        with st.expander("Per-defect rates (empty: the overall rate)"):
             grid = st.columns(3)
             for i, kind in enumerate(kinds):
                 value = grid[i % 3].number_input(
-                    kind.replace("_", " "), 0.0, 1.0, float(defect_rate), 0.005, format="%.3f"
+                    kind.replace("_", " "),
+                    0.0,
+                    1.0,
+                    None,
+                    0.005,
+                    format="%.3f",
+                    key=f"rate_{kind}",
+                    placeholder="overall rate",
                 )
-                if value != defect_rate:
-                    rates[kind] = value
+                if value is not None:
+                    rates[kind] = float(value)
     append = st.checkbox(
         "Append to the existing landing files",
         value=False,
@@ -102,13 +114,20 @@ if job is not None and not job.running:
             for m in manifests
         ]
         defects = [
-            {"batch": m.get("batch_id"), "source": source, "defect": rule, "count": n}
+            {
+                "batch": m.get("batch_id"),
+                "source": source,
+                "defect": rule,
+                "count": n,
+                # valid variants Silver normalises (e.g. status spellings): not defects
+                "informational": rule in (m.get("informational") or {}).get(source, ()),
+            }
             for m in manifests
             for source, rules in (m.get("defects") or {}).items()
             for rule, n in (rules or {}).items()
         ]
         total_rows = sum(sum((m.get("rows") or {}).values()) for m in manifests)
-        total_defects = sum(d["count"] for d in defects)
+        total_defects = sum(d["count"] for d in defects if not d["informational"])
         st.success(
             f"Wrote {len(manifests)} batch(es): {total_rows:,} records with "
             f"{total_defects:,} injected defects in {job.elapsed:.1f} s."
@@ -123,7 +142,10 @@ if job is not None and not job.running:
             st.subheader("Defects injected (from the manifests)")
             frame = pd.DataFrame(defects)
             pivot = frame.pivot_table(
-                index=["source", "defect"], columns="batch", values="count", aggfunc="sum"
+                index=["source", "defect", "informational"],
+                columns="batch",
+                values="count",
+                aggfunc="sum",
             ).fillna(0)
             st.dataframe(pivot.astype(int).reset_index(), hide_index=True, width="stretch")
         st.page_link(

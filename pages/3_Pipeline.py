@@ -8,13 +8,14 @@ polls the job and Spark's status tracker while it runs.
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _ui as ui
 from pipeline import app_state, read
 from pipeline.ui_progress import SparkWatch
 
+ui.page_guard()
 st.title("Pipeline")
 st.caption(
     "Bronze ingests each landing file once, Silver cleans, deduplicates and quarantines, "
@@ -28,10 +29,12 @@ def _run(job: app_state.Job, target: str, session: object) -> object:
     from pipeline.runner import RunInProgressError, run
 
     try:
-        return run(target, spark=session, progress=job.report)
+        result = run(target, spark=session, progress=job.report)
     except RunInProgressError:
         job.error = "A run is already in progress on this lake; wait for it to finish."
         return None
+    read.prefetch_sales_cube()  # so the Sales page finds the new version ready
+    return result
 
 
 running = app_state.current()
@@ -116,13 +119,10 @@ st.dataframe(
 
 recent = runs[runs["run_id"].isin(summary["run_id"].head(15))].copy()
 recent["seconds"] = (recent["finished_at"] - recent["started_at"]).dt.total_seconds()
-fig = px.bar(
-    recent.sort_values("started_at"),
-    x="run_id",
-    y="seconds",
-    color="step",
-    title="Step durations of the latest runs",
-)
+fig = go.Figure()
+for step, part in recent.sort_values("started_at").groupby("step", sort=False):
+    fig.add_trace(go.Bar(x=part["run_id"], y=part["seconds"], name=step))
+fig.update_layout(title="Step durations of the latest runs (s)", barmode="stack")
 ui.chart(fig, key="durations")
 
 # --- reconciliation of a run ---------------------------------------------------------------------
@@ -130,11 +130,12 @@ st.subheader("Reconciliation")
 run_id = st.selectbox("Run", summary["run_id"].tolist(), index=0)
 steps = read.step_reconciliation(runs, run_id)
 st.caption(
-    "For every step: rows in = rows out + quarantined + removed (exact duplicates and "
-    "superseded versions). A step whose numbers do not add up is flagged."
+    "Silver steps: rows in = rows out + quarantined + exact duplicates + superseded versions; "
+    "Bronze steps land rows one for one. Nothing read is lost: `unaccounted` must be 0. "
+    "Gold steps aggregate, so they have no balance."
 )
 st.dataframe(steps, hide_index=True, width="stretch")
-unbalanced = steps[~steps["balanced"].astype(bool)]
+unbalanced = steps[steps["balanced"].eq(False).fillna(False)]
 if not unbalanced.empty:
     st.warning(f"Steps that lose rows: {', '.join(unbalanced['step'])}")
 detail = read.reconciliation_detail(runs, run_id)

@@ -6,12 +6,12 @@ a layer's score is the mean of its tables' latest scores.
 
 from __future__ import annotations
 
-import plotly.express as px
 import streamlit as st
 
 from pages import _ui as ui
 from pipeline import read
 
+ui.page_guard()
 st.title("Data quality")
 
 dq = ui.table("gold", "dq_results")
@@ -32,16 +32,10 @@ for col, layer in zip(cols[1:], read.LAYERS, strict=True):
     col.metric(f"{layer.title()} ({tables} tables)", ui.pct(score), border=True)
 
 st.subheader("Score per table (latest run that checked it)")
-shown = latest.assign(score_pct=(latest["score"] * 100).round(2))
-fig = px.bar(
-    shown.sort_values("score"),
-    x="score_pct",
-    y=shown.sort_values("score")["layer"] + "." + shown.sort_values("score")["table"],
-    orientation="h",
-    color="layer",
-    labels={"score_pct": "score (%)", "y": "table"},
-    range_x=[max(0.0, float(shown["score_pct"].min()) - 5), 100],
-)
+shown = latest.sort_values("score", ascending=False)
+shown = shown.assign(name=shown["layer"] + "." + shown["table"], score_pct=shown["score"] * 100)
+fig = ui.bars(shown, "name", ["score_pct"], "Score (%)", horizontal=True)
+fig.update_xaxes(range=[max(0.0, float(shown["score_pct"].min()) - 5), 100])
 ui.chart(fig, key="scores")
 st.dataframe(
     latest,
@@ -56,16 +50,7 @@ trend = read.table_scores(dq)
 if trend["run_id"].nunique() < 2:
     st.caption("One run so far: the trend appears after the next run.")
 trend = trend.assign(name=trend["layer"] + "." + trend["table"], score_pct=trend["score"] * 100)
-fig = px.line(
-    trend,
-    x="checked_at",
-    y="score_pct",
-    color="name",
-    markers=True,
-    labels={"score_pct": "score (%)", "checked_at": "run"},
-    hover_data=["run_id"],
-)
-ui.chart(fig, key="trend")
+ui.chart(ui.lines(trend, "checked_at", "score_pct", "name", "Score (%) per run"), key="trend")
 
 # --- failing rules -------------------------------------------------------------------------------
 st.subheader("Failing rules")
@@ -103,12 +88,11 @@ if summary.empty:
 else:
     run_id = st.selectbox("Run", summary["run_id"].tolist(), key="recon_run")
     steps = read.step_reconciliation(runs, run_id)
-    long = steps.melt(
-        id_vars="step",
-        value_vars=["rows_in", "rows_out", "rows_quarantined", "removed"],
-        var_name="count",
-        value_name="rows",
+    fig = ui.bars(
+        steps,
+        "step",
+        ["rows_in", "rows_out", "rows_quarantined", "duplicates", "superseded"],
+        "Rows in and out of each step",
     )
-    fig = px.bar(long, x="step", y="rows", color="count", barmode="group")
     ui.chart(fig, key="recon")
     st.dataframe(steps, hide_index=True, width="stretch")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
@@ -18,6 +17,7 @@ from plotly.subplots import make_subplots
 from pages import _ui as ui
 from pipeline import read
 
+ui.page_guard()
 st.title("Sales")
 
 cube = ui.sales_cube()
@@ -34,7 +34,7 @@ first, last = min(dates), max(dates)
 # --- filters -------------------------------------------------------------------------------------
 PERIODS = {"Last 30 days": 30, "Last 90 days": 90, "Last 365 days": 365, "All": None}
 with st.container(border=True):
-    c1, c2, c3 = st.columns([3, 2, 2])
+    c1, c2, c3 = st.columns([5, 3, 3])
     period = c1.segmented_control(
         "Period", [*PERIODS, "Custom"], default="Last 90 days", key="period", required=True
     )
@@ -52,9 +52,15 @@ with st.container(border=True):
         end = last
         c3.caption(f"{start:%d %b %Y} – {end:%d %b %Y}")
     d1, d2, d3 = st.columns(3)
-    categories = d1.multiselect("Category", sorted(cube.categories), placeholder="All categories")
-    countries = d2.multiselect("Country", sorted(cube.countries), placeholder="All countries")
-    channels = d3.multiselect("Channel", sorted(cube.channels), placeholder="All channels")
+    categories = d1.multiselect(
+        "Category", sorted(cube.categories), placeholder="All categories", key="f_category"
+    )
+    countries = d2.multiselect(
+        "Country", sorted(cube.countries), placeholder="All countries", key="f_country"
+    )
+    channels = d3.multiselect(
+        "Channel", sorted(cube.channels), placeholder="All channels", key="f_channel"
+    )
 
 
 def _dims(chosen: list[str], options: list[str]) -> tuple[str, ...]:
@@ -84,7 +90,8 @@ SPECS = [
     ("Gross margin", "gross_margin", ui.money),
     ("Cancelled + returned", "cancelled_returned", ui.count),
 ]
-for col, (label, key, fmt) in zip(st.columns(len(SPECS)), SPECS, strict=True):
+cards = [*st.columns(3), *st.columns(3)]
+for col, (label, key, fmt) in zip(cards, SPECS, strict=True):
     value, before = kpi[key], (prev or {}).get(key)
     delta = None
     if prev is not None and value is not None and before:
@@ -112,7 +119,7 @@ fig.add_trace(
 )
 fig.update_layout(title=f"Net revenue and orders per {grain}", legend={"orientation": "h"})
 fig.update_yaxes(title_text="net revenue", secondary_y=False)
-fig.update_yaxes(title_text="orders", secondary_y=True)
+fig.update_yaxes(title_text="orders", secondary_y=True, rangemode="tozero", tickformat=",d")
 ui.chart(fig, key="trend")
 
 # --- categories ----------------------------------------------------------------------------------
@@ -120,25 +127,18 @@ st.subheader("Categories")
 by_category = cube.by_dimension(flt, "category")
 left, right = st.columns(2)
 with left:
-    fig = px.bar(
-        by_category,
-        x="category",
-        y=["net_revenue", "gross_margin"],
-        barmode="group",
-        title="Net revenue and gross margin",
-        labels={"value": "amount", "variable": ""},
+    fig = ui.bars(
+        by_category, "category", ["net_revenue", "gross_margin"], "Net revenue and gross margin"
     )
     ui.chart(fig, key="cat_bar")
 with right:
     months = cube.category_months(flt)
-    fig = px.area(
-        months,
-        x="month",
-        y="revenue_share",
-        color="category",
-        title="Revenue share per month",
-        labels={"revenue_share": "share"},
-    )
+    fig = go.Figure()
+    for category, part in months.groupby("category", sort=True):
+        fig.add_trace(
+            go.Scatter(x=part["month"], y=part["revenue_share"], name=category, stackgroup="share")
+        )
+    fig.update_layout(title="Revenue share per month")
     fig.update_yaxes(tickformat=".0%")
     ui.chart(fig, key="cat_share")
 st.dataframe(
@@ -161,10 +161,10 @@ left, right = st.columns(2)
 by_country = cube.by_dimension(flt, "country")
 by_channel = cube.by_dimension(flt, "channel")
 with left:
-    fig = px.bar(by_country, x="country", y="net_revenue", title="Net revenue by country")
-    ui.chart(fig, key="countries")
+    ui.chart(ui.bars(by_country, "country", ["net_revenue"], "Net revenue by country"), "countries")
 with right:
-    fig = px.pie(by_channel, names="channel", values="net_revenue", title="Net revenue by channel")
+    fig = go.Figure(go.Pie(labels=by_channel["channel"], values=by_channel["net_revenue"]))
+    fig.update_layout(title="Net revenue by channel")
     ui.chart(fig, key="channels")
 
 # --- downloads -----------------------------------------------------------------------------------

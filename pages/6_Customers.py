@@ -6,21 +6,22 @@ page only counts and draws them.
 
 from __future__ import annotations
 
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _ui as ui
 from pipeline import read
 
+ui.page_guard()
 st.title("Customers (RFM)")
 
-rfm = ui.table("gold", "customer_rfm")
+rfm = ui.shared_table("gold", "customer_rfm")
 if rfm.empty:
     ui.empty_lake("customer segments")
     st.stop()
 
 as_of = rfm["as_of_date"].max()
-segments = read.rfm_segments(rfm)
+segments = ui.derived(read.rfm_segments, "gold", "customer_rfm")
 st.caption(
     f"As of {as_of:%d %b %Y} (the day after the latest order). Recency in days, frequency = "
     "revenue-bearing orders, monetary = their net revenue; scores are quintiles 1..5."
@@ -44,28 +45,14 @@ m4.metric(
 
 # --- segments ------------------------------------------------------------------------------------
 left, right = st.columns(2)
-with left:
-    fig = px.bar(
-        segments,
-        x="customers",
-        y="rfm_segment",
-        orientation="h",
-        title="Customers per segment",
-        labels={"rfm_segment": ""},
-    )
-    fig.update_yaxes(autorange="reversed")
-    ui.chart(fig, key="seg_size")
-with right:
-    fig = px.bar(
-        segments,
-        x="monetary",
-        y="rfm_segment",
-        orientation="h",
-        title="Revenue per segment",
-        labels={"rfm_segment": "", "monetary": "net revenue"},
-    )
-    fig.update_yaxes(autorange="reversed")
-    ui.chart(fig, key="seg_rev")
+for col, field, title, key in (
+    (left, "customers", "Customers per segment", "seg_size"),
+    (right, "monetary", "Net revenue per segment", "seg_rev"),
+):
+    with col:
+        fig = ui.bars(segments, "rfm_segment", [field], title, horizontal=True)
+        fig.update_yaxes(autorange="reversed")
+        ui.chart(fig, key=key)
 st.dataframe(
     segments,
     hide_index=True,
@@ -78,16 +65,19 @@ st.dataframe(
 )
 
 # --- R x F grid ----------------------------------------------------------------------------------
-grid = read.rfm_grid(rfm)
-fig = px.imshow(
-    grid.values,
-    x=[f"F{f}" for f in grid.columns],
-    y=[f"R{r}" for r in grid.index],
-    text_auto=True,
-    color_continuous_scale="Teal",
-    aspect="auto",
-    title="Customers by recency score (rows) and frequency score (columns)",
+grid = ui.derived(read.rfm_grid, "gold", "customer_rfm")
+fig = go.Figure(
+    go.Heatmap(
+        z=grid.values,
+        x=[f"F{f}" for f in grid.columns],
+        y=[f"R{r}" for r in grid.index],
+        text=grid.values,
+        texttemplate="%{text}",
+        colorscale="Teal",
+    )
 )
+fig.update_layout(title="Customers by recency score (rows) and frequency score (columns)")
+fig.update_yaxes(autorange="reversed")
 ui.chart(fig, key="grid")
 
 # --- distributions -------------------------------------------------------------------------------
@@ -98,7 +88,17 @@ for col, field, title in (
     (c3, "monetary", "Monetary (net revenue)"),
 ):
     with col:
-        fig = px.histogram(rfm, x=field, nbins=40, title=title)
+        bins = ui.derived(read.rfm_histogram, "gold", "customer_rfm", field)
+        fig = go.Figure(
+            go.Bar(
+                x=(bins["left"] + bins["right"]) / 2,
+                y=bins["count"],
+                width=bins["right"] - bins["left"],
+                customdata=bins[["left", "right"]],
+                hovertemplate="%{customdata[0]:.0f} – %{customdata[1]:.0f}: %{y}<extra></extra>",
+            )
+        )
+        fig.update_layout(title=title, bargap=0.02)
         ui.chart(fig, key=f"hist_{field}")
 
 # --- search and export ---------------------------------------------------------------------------
@@ -106,14 +106,15 @@ st.subheader("Find customers")
 s1, s2 = st.columns([2, 3])
 text = s1.text_input("Customer id contains", key="search")
 chosen = s2.multiselect("Segments", list(segments["rfm_segment"]), key="segments")
-found = read.search_customers(rfm, text, chosen)
+ranked = ui.derived(read.rank_customers, "gold", "customer_rfm")
+found = read.search_customers(ranked, text, chosen)
 LIMIT = 1_000
 st.caption(
     f"{len(found):,} customers match"
     + (f"; the first {LIMIT:,} are shown." if len(found) > LIMIT else ".")
 )
 st.dataframe(
-    found.sort_values("monetary", ascending=False).head(LIMIT),
+    found.head(LIMIT),
     hide_index=True,
     width="stretch",
     column_config={"monetary": st.column_config.NumberColumn("monetary", format="%.2f")},

@@ -6,13 +6,13 @@ gold.live_alerts (stream); this page draws them.
 
 from __future__ import annotations
 
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _ui as ui
 from pipeline import read
 
+ui.page_guard()
 st.title("Anomalies")
 
 daily_tab, live_tab = st.tabs(["Daily revenue", "Live alerts"])
@@ -113,15 +113,20 @@ with live_tab:
     else:
         alerts = alerts.sort_values("window_start")
         st.metric("Alerts", ui.count(len(alerts)))
-        fig = px.scatter(
-            alerts,
-            x="window_start",
-            y="z_score",
-            color="metric",
-            symbol="kind",
-            hover_data=["value", "baseline"],
-            title="Live alerts: z-score of each alerted window",
-        )
+        fig = go.Figure()
+        for metric, part in alerts.groupby("metric", sort=True):
+            fig.add_trace(
+                go.Scatter(
+                    x=part["window_start"],
+                    y=part["z_score"],
+                    mode="markers",
+                    name=str(metric),
+                    text=part["kind"],
+                    customdata=part[["value", "baseline"]],
+                    hovertemplate="%{text}: value %{customdata[0]}, baseline %{customdata[1]}",
+                )
+            )
+        fig.update_layout(title="Live alerts: z-score of each alerted window")
         fig.add_hline(y=3, line_dash="dot")
         fig.add_hline(y=-3, line_dash="dot")
         ui.chart(fig, key="alerts")

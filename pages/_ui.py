@@ -11,11 +11,14 @@ them; small frames use `st.cache_data`.
 from __future__ import annotations
 
 import datetime as dt
+import runpy
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import pyarrow as pa
 import streamlit as st
 
@@ -24,7 +27,7 @@ from pipeline.config import settings
 from pipeline.ui_progress import SparkWatch, stage_rows
 
 PAGES = {
-    "home": "pages/1_Home.py",
+    "home": "pages/1_Overview.py",
     "generate": "pages/2_Generate.py",
     "pipeline": "pages/3_Pipeline.py",
     "quality": "pages/4_Quality.py",
@@ -40,6 +43,28 @@ Key = tuple[int, int] | None  # read.cache_key(): (Delta version, commit mtime)
 def _lake() -> str:
     """Part of every cache key: tests and users may point the app at another lake."""
     return settings().lake
+
+
+HOME_SCRIPT = Path(__file__).resolve().parent.parent / "Home.py"
+
+
+def page_guard() -> None:
+    """Draw this page through Home.py's navigation when Streamlit ran it directly.
+
+    Streamlit (1.67) serves the very first script run of a server process in
+    its legacy `pages/` directory mode: it learns that the app uses
+    st.navigation only when Home.py calls it. A first visit straight to, say,
+    /Sales then runs the page file alone (no page config, no sections) and
+    every rerun would stay in that mode. Running Home.py here switches the
+    process to st.navigation for good and draws the requested page through it
+    (the URL paths in Home.py equal the legacy names, so it resolves). On every
+    other run this is a no-op.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        runpy.run_path(str(HOME_SCRIPT), run_name="__main__")
+        st.stop()
 
 
 @st.cache_resource(show_spinner="Starting Spark (about 10 seconds the first time) ...")
@@ -63,13 +88,39 @@ def table(layer: str, name: str, columns: Sequence[str] | None = None) -> pd.Dat
     return _read_cached(_lake(), layer, name, key, tuple(columns) if columns else None)
 
 
-@st.cache_resource(show_spinner="Loading sales lines ...", max_entries=1)
-def _cube(lake: str, key: Key) -> read.SalesCube:
-    return read.load_sales_cube()
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _shared(lake: str, layer: str, table: str, key: Key) -> pd.DataFrame:
+    return read.read_table(layer, table)
+
+
+def shared_table(layer: str, name: str) -> pd.DataFrame:
+    """Like `table`, without the copy st.cache_data makes on every hit: for big tables.
+
+    The frame is shared between reruns and sessions: callers must not modify it.
+    """
+    return _shared(_lake(), layer, name, read.cache_key(layer, name))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _derived(
+    lake: str, layer: str, table: str, key: Key, name: str, arg: Any, _fn: Callable[..., Any]
+) -> Any:
+    frame = _shared(lake, layer, table, key)
+    return _fn(frame) if arg is None else _fn(frame, arg)
+
+
+def derived(fn: Callable[..., Any], layer: str, name: str, arg: Any = None) -> Any:
+    """fn(table[, arg]) cached per table version: aggregates computed once, not per rerun."""
+    fn_name = f"{fn.__module__}.{fn.__qualname__}"  # the cache key; the function is not hashed
+    return _derived(_lake(), layer, name, read.cache_key(layer, name), fn_name, arg, fn)
 
 
 def sales_cube() -> read.SalesCube:
-    return _cube(_lake(), read.cache_key("silver", "fact_sales"))
+    """silver.fact_sales as a SalesCube (built once per version, possibly ahead of time)."""
+    if read.sales_cube_ready():
+        return read.sales_cube()
+    with st.spinner("Loading the sales lines (once per pipeline run) ..."):
+        return read.sales_cube()
 
 
 @st.cache_resource(show_spinner=False, max_entries=1)
@@ -127,10 +178,43 @@ def ago(moment: dt.datetime | None) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
-def chart(fig: Any, key: str | None = None) -> None:
-    """Every Plotly figure goes through here: same margins, theme and toolbar."""
+def chart(fig: go.Figure, key: str | None = None) -> None:
+    """Every Plotly figure goes through here: same margins, theme and toolbar.
+
+    Figures are built with plotly.graph_objects: plotly.express costs ~50 ms per
+    figure, which alone would break the page time budget.
+    """
     fig.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10})
     st.plotly_chart(fig, width="stretch", config=PLOTLY_CONFIG, key=key)
+
+
+def bars(
+    frame: pd.DataFrame,
+    x: str,
+    ys: Sequence[str],
+    title: str,
+    horizontal: bool = False,
+    names: Sequence[str] | None = None,
+) -> go.Figure:
+    """Grouped bars of one or more numeric columns."""
+    fig = go.Figure()
+    for i, y in enumerate(ys):
+        label = names[i] if names else y.replace("_", " ")
+        if horizontal:
+            fig.add_trace(go.Bar(x=frame[y], y=frame[x], name=label, orientation="h"))
+        else:
+            fig.add_trace(go.Bar(x=frame[x], y=frame[y], name=label))
+    fig.update_layout(title=title, barmode="group", showlegend=len(ys) > 1)
+    return fig
+
+
+def lines(frame: pd.DataFrame, x: str, y: str, by: str, title: str) -> go.Figure:
+    """One line per value of `by`."""
+    fig = go.Figure()
+    for value, part in frame.groupby(by, sort=True):
+        fig.add_trace(go.Scatter(x=part[x], y=part[y], name=str(value), mode="lines+markers"))
+    fig.update_layout(title=title)
+    return fig
 
 
 def empty_lake(what: str) -> None:

@@ -16,26 +16,36 @@ class CliError(RuntimeError):
 def _progress(message: str, fraction: float) -> None:
     width = 24
     filled = int(width * max(0.0, min(1.0, fraction)))
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {message:<40}",
-          end="", file=sys.stderr, flush=True)
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {message:<40}",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
     if fraction >= 1.0:
         print(file=sys.stderr)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipeline.config import settings
-    from pipeline.sources.generate import generate
+    from pipeline.demo import generate_demo
 
     started = time.perf_counter()
-    manifests = generate(settings().lake, orders=args.orders, batches=args.batches,
-                         seed=args.seed, defect_rate=args.defect_rate, append=args.append,
-                         progress=_progress)
+    manifests = generate_demo(
+        orders=args.orders,
+        batches=args.batches,
+        seed=args.seed,
+        defect_rate=args.defect_rate,
+        append=args.append,
+        progress=_progress,
+    )
     rows = {}
     for m in manifests:
         for source, n in m.get("rows", {}).items():
             rows[source] = rows.get(source, 0) + n
     summary = ", ".join(f"{k} {v:,}" for k, v in rows.items())
-    print(f"generated {len(manifests)} batch(es) in {time.perf_counter() - started:.1f}s: {summary}")
+    print(
+        f"generated {len(manifests)} batch(es) in {time.perf_counter() - started:.1f}s: {summary}"
+    )
     return 0
 
 
@@ -44,18 +54,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     result = run(args.layer, progress=_progress)
-    print(f"{'step':<26}{'status':<11}{'rows in':>12}{'rows out':>12}{'quarantined':>13}{'seconds':>9}")
+    header = ("step", "status", "rows in", "rows out", "quarantined", "seconds")
+    print("{:<26}{:<11}{:>12}{:>12}{:>13}{:>9}".format(*header))
     for s in result.steps:
-        print(f"{s.step:<26}{s.status:<11}{s.rows_in:>12,}{s.rows_out:>12,}"
-              f"{s.rows_quarantined:>13,}{s.seconds:>9.1f}")
+        print(
+            f"{s.step:<26}{s.status:<11}{s.rows_in:>12,}{s.rows_out:>12,}"
+            f"{s.rows_quarantined:>13,}{s.seconds:>9.1f}"
+        )
         for note in s.notes:
             print(f"    note: {note}")
     elapsed = time.perf_counter() - started
     if not result.ok:
         raise CliError(f"run {result.run_id} failed after {elapsed:.1f}s: {result.error}")
     total_q = sum(s.rows_quarantined for s in result.steps)
-    print(f"run {result.run_id} succeeded in {elapsed:.1f}s: {len(result.steps)} steps, "
-          f"{total_q:,} rows quarantined")
+    print(
+        f"run {result.run_id} succeeded in {elapsed:.1f}s: {len(result.steps)} steps, "
+        f"{total_q:,} rows quarantined"
+    )
     return 0
 
 

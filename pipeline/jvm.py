@@ -32,7 +32,6 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-
 def _pyspark_modules() -> list[str]:
     """Artifact names of the jars pyspark ships: a second copy only causes trouble."""
     import pyspark
@@ -93,7 +92,11 @@ def fetch(group: str, quiet: bool = True) -> Path:
         return target
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise RuntimeError("Java 17+ is required: install a JDK and put `java` on PATH")
-    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    java = (
+        os.path.join(os.environ["JAVA_HOME"], "bin", "java")
+        if os.environ.get("JAVA_HOME")
+        else "java"
+    )
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -115,7 +118,9 @@ def fetch(group: str, quiet: bool = True) -> Path:
         done = subprocess.run(cmd, capture_output=quiet, text=True)
     if done.returncode != 0:
         detail = (done.stdout or "")[-2000:] + (done.stderr or "")[-2000:]
-        raise RuntimeError(f"could not fetch the {group} JVM artifacts from Maven Central:\n{detail}")
+        raise RuntimeError(
+            f"could not fetch the {group} JVM artifacts from Maven Central:\n{detail}"
+        )
     _stamp(group).write_text("ok\n")
     return target
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from pipeline.config import settings
 
@@ -40,9 +40,7 @@ def read_or_none(spark: SparkSession, layer: str, table: str) -> DataFrame | Non
     return read(spark, layer, table) if exists(spark, layer, table) else None
 
 
-def overwrite(
-    df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()
-) -> None:
+def overwrite(df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()) -> None:
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -103,3 +101,42 @@ def sync(
     else:
         merge = merge.whenNotMatchedBySourceDelete()
     merge.execute()
+
+
+def _literal(value: object, dtype) -> Column:
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if value is None:
+        return F.lit(None).cast(dtype)
+    if isinstance(dtype, T.MapType):
+        pairs = [
+            c
+            for k, v in value.items()
+            for c in (_literal(k, dtype.keyType), _literal(v, dtype.valueType))
+        ]
+        return F.create_map(*pairs).cast(dtype) if pairs else F.lit(None).cast(dtype)
+    if isinstance(dtype, T.ArrayType):
+        items = [_literal(v, dtype.elementType) for v in value]
+        return F.array(*items).cast(dtype) if items else F.array().cast(dtype)
+    return F.lit(value).cast(dtype)
+
+
+def rows_frame(spark: SparkSession, rows: Sequence[Sequence[object]], schema) -> DataFrame:
+    """A small DataFrame of literal rows, built in the JVM (no Python worker to start)."""
+    from pyspark.sql import functions as F
+
+    structs = [
+        F.struct(
+            *[
+                _literal(v, f.dataType).alias(f.name)
+                for v, f in zip(row, schema.fields, strict=True)
+            ]
+        )
+        for row in rows
+    ]
+    return (
+        spark.range(1)
+        .select(F.inline(F.array(*structs)))
+        .select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+    )

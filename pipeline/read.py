@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,9 +413,11 @@ def run_summary(runs: pd.DataFrame) -> pd.DataFrame:
 def step_reconciliation(runs: pd.DataFrame, run_id: str | None = None) -> pd.DataFrame:
     """Before/after of each step of a run (the latest when run_id is None).
 
-    rows_in = rows_out + rows_quarantined + removed, where removed counts the
-    exact duplicates and superseded versions a Silver step drops (DESIGN.md
-    section 3); `balanced` says whether the step accounted for every row.
+    A Silver step must account for every Bronze row (DESIGN.md section 3):
+    rows_in = rows_out + quarantined + duplicates + superseded. The runner
+    records those counters in pipeline_runs.reconciliation (a map column it
+    adds to the contract); a Bronze step lands rows one for one. Gold steps
+    aggregate (orders -> days), so `balanced` is left empty for them.
     """
     cols = [
         "step",
@@ -423,7 +426,9 @@ def step_reconciliation(runs: pd.DataFrame, run_id: str | None = None) -> pd.Dat
         "rows_in",
         "rows_out",
         "rows_quarantined",
-        "removed",
+        "duplicates",
+        "superseded",
+        "unaccounted",
         "balanced",
         "error",
     ]
@@ -431,13 +436,37 @@ def step_reconciliation(runs: pd.DataFrame, run_id: str | None = None) -> pd.Dat
         return pd.DataFrame(columns=cols)
     if run_id is None:
         run_id = run_summary(runs)["run_id"].iloc[0]
-    frame = runs[runs["run_id"] == run_id].sort_values("started_at").copy()
-    frame["seconds"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds().round(2)
+    frame = runs[runs["run_id"] == run_id].sort_values("started_at").reset_index(drop=True)
+    out = pd.DataFrame({"step": frame["step"], "status": frame["status"]})
+    out["seconds"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds().round(2)
     for col in ("rows_in", "rows_out", "rows_quarantined"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
-    frame["removed"] = frame["rows_in"] - frame["rows_out"] - frame["rows_quarantined"].fillna(0)
-    frame["balanced"] = frame["removed"].ge(0)
-    return frame[cols].reset_index(drop=True)
+        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
+    maps = (
+        frame["reconciliation"].map(_as_dict)
+        if "reconciliation" in frame.columns
+        else pd.Series([{}] * len(frame))
+    )
+    out["duplicates"] = pd.array([m.get("duplicate") for m in maps], dtype="Int64")
+    out["superseded"] = pd.array([m.get("superseded") for m in maps], dtype="Int64")
+    unaccounted: list[object] = []
+    for i, counters in enumerate(maps):
+        row = out.iloc[i]
+        if counters:
+            known = ("silver", "quarantined", "duplicate", "superseded")
+            left = counters.get("bronze", row["rows_in"]) - sum(
+                int(counters.get(k) or 0) for k in known
+            )
+        elif str(row["step"]).startswith("bronze."):
+            left = row["rows_in"] - row["rows_out"] - (row["rows_quarantined"] or 0)
+        else:
+            left = None
+        unaccounted.append(None if left is None or pd.isna(left) else int(left))
+    out["unaccounted"] = pd.array(unaccounted, dtype="Int64")
+    out["balanced"] = pd.array(
+        [None if u is None else u == 0 for u in unaccounted], dtype="boolean"
+    )
+    out["error"] = frame["error"] if "error" in frame.columns else None
+    return out[cols]
 
 
 def _as_dict(value: object) -> dict[str, object]:
@@ -637,6 +666,15 @@ def rfm_grid(rfm: pd.DataFrame) -> pd.DataFrame:
     return grid
 
 
+def rfm_histogram(rfm: pd.DataFrame, field: str) -> pd.DataFrame:
+    return histogram(rfm[field]) if field in rfm.columns else histogram(pd.Series([], dtype=float))
+
+
+def rank_customers(rfm: pd.DataFrame) -> pd.DataFrame:
+    """Customers by monetary value, highest first (the order the search table shows)."""
+    return rfm.sort_values(["monetary", "customer_id"], ascending=[False, True], ignore_index=True)
+
+
 def search_customers(rfm: pd.DataFrame, text: str, segments: Sequence[str] = ()) -> pd.DataFrame:
     """Customers whose id contains `text` (case-insensitive, literal), in the given segments."""
     frame = rfm
@@ -647,6 +685,15 @@ def search_customers(rfm: pd.DataFrame, text: str, segments: Sequence[str] = ())
         ids = frame["customer_id"].astype(str)
         frame = frame[ids.str.contains(text, case=False, regex=False)]
     return frame
+
+
+def histogram(values: pd.Series, bins: int = 40) -> pd.DataFrame:
+    """Bin counts computed here, so the browser gets 40 bars rather than every value."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    if numbers.size == 0:
+        return pd.DataFrame({"left": [], "right": [], "count": []})
+    counts, edges = np.histogram(numbers, bins=bins)
+    return pd.DataFrame({"left": edges[:-1], "right": edges[1:], "count": counts})
 
 
 # --------------------------------------------------------------------------- sales
@@ -721,8 +768,8 @@ def _cents(column: pa.ChunkedArray) -> np.ndarray:
 class SalesCube:
     """silver.fact_sales as integer-coded numpy arrays, for fast filtered aggregates.
 
-    Loaded once per table version (~2.5M lines for 1M orders: a few hundred ms,
-    ~100 MB). Each filtered aggregate then costs tens of milliseconds, exactly:
+    Built once per table version (2.5M lines for 1M orders: a few seconds, ~100 MB,
+    see `sales_cube()`); each filtered aggregate then costs milliseconds, exactly:
     money is kept in integer cents (sums of DECIMAL(18,2) line values, as the
     contract defines totals) and orders are counted distinct through an
     order-level index, so an order is counted once however many lines match.
@@ -737,23 +784,21 @@ class SalesCube:
         order_codes, _ = _encode(table.column("order_id"), "")
         self.n_orders = int(order_codes.max()) + 1 if len(order_codes) else 0
         days = pc.cast(pc.cast(table.column("order_date"), pa.date32()), pa.int32())
-        line_day = pc.fill_null(days, 0).to_numpy().astype(np.int32)
+        line_day = pc.fill_null(days, 0).to_numpy(zero_copy_only=False).astype(np.int32)
         status_codes, self.statuses = _encode(table.column("status"), "unknown")
         rev = pc.fill_null(pc.cast(table.column("is_revenue_bearing"), pa.bool_()), False)
         line_rev = rev.to_numpy(zero_copy_only=False).astype(bool)
         cat, self.categories = _encode(table.column("category"), "Unknown")
         country, self.countries = _encode(table.column("country"), "Unknown")
         channel, self.channels = _encode(table.column("channel"), "Unknown")
-        product, product_ids = _encode(table.column("product_id"), "UNKNOWN")
-        self.product_ids = product_ids
-        names = pc.fill_null(pc.cast(table.column("product_name"), pa.string()), "")
-        self.product_names = [""] * len(product_ids)
-        self.product_category = np.zeros(len(product_ids), dtype=np.int32)
+        product, self.product_ids = _encode(table.column("product_id"), "UNKNOWN")
+        self.product_names: list[str] = []
+        self.product_category = np.zeros(len(self.product_ids), dtype=np.int32)
         if len(product):
-            last = np.zeros(len(product_ids), dtype=np.int64)
+            last = np.zeros(len(self.product_ids), dtype=np.int64)
             last[product] = np.arange(len(product))
-            name_list = names.take(pa.array(last)).to_pylist()
-            self.product_names = name_list
+            names = pc.fill_null(pc.cast(table.column("product_name"), pa.string()), "")
+            self.product_names = names.take(pa.array(last)).to_pylist()
             self.product_category = cat[last]
 
         # order level (every line of an order carries the same order attributes)
@@ -775,21 +820,35 @@ class SalesCube:
         self.l_day = line_day[keep]
         self.l_cat = cat[keep]
         self.l_product = product[keep]
-        self.l_qty = pc.fill_null(pc.cast(table.column("quantity"), pa.int64()), 0).to_numpy()[keep]
-        self.l_gross = _cents(table.column("line_gross"))[keep]
-        self.l_net = _cents(table.column("line_net"))[keep]
-        self.l_cost = _cents(table.column("line_cost"))[keep]
+        qty = pc.fill_null(pc.cast(table.column("quantity"), pa.int64()), 0)
+        self.l_qty = qty.to_numpy(zero_copy_only=False)[keep].astype(np.float64)
+        # integer cents held as float64: exact below 2**53, and what bincount weights want
+        self.l_gross = _cents(table.column("line_gross"))[keep].astype(np.float64)
+        self.l_net = _cents(table.column("line_net"))[keep].astype(np.float64)
+        self.l_cost = _cents(table.column("line_cost"))[keep].astype(np.float64)
 
         # distinct (order, category) pairs, all statuses: "orders with a line in the category"
-        if len(order_codes):
-            pair = np.unique(order_codes.astype(np.int64) * (len(self.categories) + 1) + cat)
-            self.p_order = (pair // (len(self.categories) + 1)).astype(np.int32)
-            self.p_cat = (pair % (len(self.categories) + 1)).astype(np.int32)
+        k = max(len(self.categories), 1)
+        pair_key = order_codes.astype(np.int64) * k + cat
+        if n * k <= 200_000_000:  # a bitmap is O(n); np.unique would sort
+            seen = np.zeros(n * k, dtype=bool)
+            seen[pair_key] = True
+            pair = np.flatnonzero(seen)
         else:
-            self.p_order = np.zeros(0, dtype=np.int32)
-            self.p_cat = np.zeros(0, dtype=np.int32)
-        self.min_date = _EPOCH + dt.timedelta(days=int(line_day.min())) if n else None
-        self.max_date = _EPOCH + dt.timedelta(days=int(line_day.max())) if n else None
+            pair = np.unique(pair_key)
+        self.p_order = (pair // k).astype(np.int32)
+        self.p_cat = (pair % k).astype(np.int32)
+
+        # calendar: day offsets and the month each day falls in
+        self.day0 = int(line_day.min()) if n else 0
+        span = int(line_day.max()) - self.day0 + 1 if n else 0
+        self.min_date = _EPOCH + dt.timedelta(days=self.day0) if n else None
+        self.max_date = _EPOCH + dt.timedelta(days=self.day0 + span - 1) if n else None
+        month_of = (np.arange(span) + self.day0).astype("datetime64[D]").astype("datetime64[M]")
+        self.months = np.unique(month_of)
+        self.month_of_day = np.searchsorted(self.months, month_of).astype(np.int32)
+        self._memo: dict[SalesFilter, tuple[np.ndarray, np.ndarray]] = {}
+        self._memo_lock = threading.Lock()
 
     # -- selection
 
@@ -801,7 +860,11 @@ class SalesCube:
         return np.array([name in wanted for name in names], dtype=bool)
 
     def _select(self, f: SalesFilter) -> tuple[np.ndarray, np.ndarray]:
-        """(orders matching the filter, revenue lines matching it)."""
+        """(orders matching the filter, revenue lines matching it); the last few are memoised."""
+        with self._memo_lock:
+            hit = self._memo.get(f)
+        if hit is not None:
+            return hit
         start = (f.start - _EPOCH).days
         end = (f.end - _EPOCH).days
         order_ok = (self.o_day >= start) & (self.o_day <= end)
@@ -819,6 +882,10 @@ class SalesCube:
         lines = order_ok[self.l_order]
         if f.categories:
             lines &= cat_ok[self.l_cat]
+        with self._memo_lock:
+            if len(self._memo) >= 4:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[f] = (orders, lines)
         return orders, lines
 
     def _status_code(self, status: str) -> int:
@@ -830,7 +897,7 @@ class SalesCube:
         """One row per day of the range: orders, units, revenue, cost, cancelled, returned."""
         start = (f.start - _EPOCH).days
         span = max((f.end - f.start).days + 1, 0)
-        dates = pd.to_datetime([f.start + dt.timedelta(days=i) for i in range(span)])
+        dates = pd.to_datetime(np.arange(start, start + span).astype("datetime64[D]"))
         if self.empty or span == 0:
             out = pd.DataFrame({c: np.zeros(span) for c in DAILY_COLUMNS[1:]})
             out.insert(0, "order_date", dates)
@@ -846,10 +913,10 @@ class SalesCube:
             {
                 "order_date": dates,
                 "orders": per_day(self.o_day[rev_orders]).astype(np.int64),
-                "units": per_day(day, self.l_qty[lines].astype(np.float64)).astype(np.int64),
-                "gross_revenue": per_day(day, self.l_gross[lines].astype(np.float64)) / 100,
-                "net_revenue": per_day(day, self.l_net[lines].astype(np.float64)) / 100,
-                "cost": per_day(day, self.l_cost[lines].astype(np.float64)) / 100,
+                "units": per_day(day, self.l_qty[lines]).astype(np.int64),
+                "gross_revenue": per_day(day, self.l_gross[lines]) / 100,
+                "net_revenue": per_day(day, self.l_net[lines]) / 100,
+                "cost": per_day(day, self.l_cost[lines]) / 100,
             }
         )
         for status, col in (("cancelled", "cancelled_orders"), ("returned", "returned_orders")):
@@ -877,9 +944,9 @@ class SalesCube:
         else:
             raise ValueError(f"unknown dimension {dimension}")
         k = len(names)
-        net = np.bincount(line_key, weights=self.l_net[lines].astype(np.float64), minlength=k)
-        cost = np.bincount(line_key, weights=self.l_cost[lines].astype(np.float64), minlength=k)
-        units = np.bincount(line_key, weights=self.l_qty[lines].astype(np.float64), minlength=k)
+        net = np.bincount(line_key, weights=self.l_net[lines], minlength=k)
+        cost = np.bincount(line_key, weights=self.l_cost[lines], minlength=k)
+        units = np.bincount(line_key, weights=self.l_qty[lines], minlength=k)
         out = pd.DataFrame(
             {
                 dimension: names,
@@ -900,9 +967,9 @@ class SalesCube:
         _, lines = self._select(f)
         k = len(self.product_ids)
         prod = self.l_product[lines]
-        net = np.bincount(prod, weights=self.l_net[lines].astype(np.float64), minlength=k)
-        cost = np.bincount(prod, weights=self.l_cost[lines].astype(np.float64), minlength=k)
-        units = np.bincount(prod, weights=self.l_qty[lines].astype(np.float64), minlength=k)
+        net = np.bincount(prod, weights=self.l_net[lines], minlength=k)
+        cost = np.bincount(prod, weights=self.l_cost[lines], minlength=k)
+        units = np.bincount(prod, weights=self.l_qty[lines], minlength=k)
         top = [int(i) for i in np.argsort(-net, kind="stable")[:limit] if units[i] > 0]
         return pd.DataFrame(
             {
@@ -917,34 +984,78 @@ class SalesCube:
         )
 
     def category_months(self, f: SalesFilter) -> pd.DataFrame:
-        """Net revenue and share per month and category (the filtered view of category_sales)."""
+        """Net revenue, margin and share per month and category (category_sales, filtered)."""
         cols = ["month", "category", "net_revenue", "gross_margin", "revenue_share"]
         if self.empty:
             return pd.DataFrame(columns=cols)
         _, lines = self._select(f)
-        days = self.l_day[lines].astype("datetime64[D]")
-        months = days.astype("datetime64[M]")
-        frame = pd.DataFrame(
-            {
-                "month": months,
-                "category": np.asarray(self.categories, dtype=object)[self.l_cat[lines]]
-                if len(self.categories)
-                else np.array([], dtype=object),
-                "net": self.l_net[lines],
-                "cost": self.l_cost[lines],
-            }
+        k, m = len(self.categories), len(self.months)
+        cell = self.month_of_day[self.l_day[lines] - self.day0].astype(np.int64) * k
+        cell += self.l_cat[lines]
+        net = np.bincount(cell, weights=self.l_net[lines], minlength=m * k).reshape(m, k)
+        cost = np.bincount(cell, weights=self.l_cost[lines], minlength=m * k).reshape(m, k)
+        lines_per = np.bincount(cell, minlength=m * k).reshape(m, k)
+        month_idx, cat_idx = np.nonzero(lines_per)
+        total = net.sum(axis=1)
+        share = np.divide(
+            net[month_idx, cat_idx],
+            total[month_idx],
+            out=np.zeros(len(month_idx)),
+            where=total[month_idx] != 0,
         )
-        out = frame.groupby(["month", "category"], sort=True)[["net", "cost"]].sum().reset_index()
-        out["net_revenue"] = out["net"] / 100
-        out["gross_margin"] = (out["net"] - out["cost"]) / 100
-        total = out.groupby("month")["net"].transform("sum")
-        out["revenue_share"] = np.where(total != 0, out["net"] / total.where(total != 0, 1), 0.0)
-        out["month"] = pd.to_datetime(out["month"])
-        return out[cols]
+        return pd.DataFrame(
+            {
+                "month": pd.to_datetime(self.months[month_idx].astype("datetime64[D]")),
+                "category": np.asarray(self.categories, dtype=object)[cat_idx],
+                "net_revenue": net[month_idx, cat_idx] / 100,
+                "gross_margin": (net - cost)[month_idx, cat_idx] / 100,
+                "revenue_share": share,
+            },
+            columns=cols,
+        )
 
 
-def load_sales_cube() -> SalesCube:
-    return SalesCube(read_arrow("silver", "fact_sales", _FACT_COLUMNS))
+_cube_lock = threading.Lock()
+_cubes: dict[tuple[str, tuple[int, int] | None], SalesCube] = {}
+
+
+def sales_cube() -> SalesCube:
+    """The SalesCube of the current silver.fact_sales version, built once per process.
+
+    Kept here rather than in a Streamlit cache so that it can be built ahead
+    of time in a background thread (`prefetch_sales_cube`): after a run, or
+    when the app starts, the Sales page then finds it ready. Concurrent callers
+    wait for one build instead of building twice.
+    """
+    key = (settings().lake, cache_key("silver", "fact_sales"))
+    with _cube_lock:
+        cube = _cubes.get(key)
+        if cube is None:
+            cube = SalesCube(read_arrow("silver", "fact_sales", _FACT_COLUMNS))
+            while len(_cubes) >= 2:  # the latest version of at most two lakes
+                _cubes.pop(next(iter(_cubes)))
+            _cubes[key] = cube
+        return cube
+
+
+def sales_cube_ready() -> bool:
+    return (settings().lake, cache_key("silver", "fact_sales")) in _cubes
+
+
+def prefetch_sales_cube() -> None:
+    """Build the sales cube in a daemon thread unless it is ready (returns at once)."""
+    if sales_cube_ready():
+        return
+    lake = settings().lake
+
+    def build() -> None:
+        try:
+            if settings().lake == lake:
+                sales_cube()
+        except Exception as exc:  # the page will build (and report) it on demand
+            log.warning("sales cube prefetch failed: %s", exc)
+
+    threading.Thread(target=build, name="shoplake-prefetch", daemon=True).start()
 
 
 def sales_daily(cube: SalesCube, daily_sales: pd.DataFrame, f: SalesFilter) -> pd.DataFrame:

@@ -45,6 +45,28 @@ class StepOutcome:
         self.checks.extend(CheckResult(layer, table, c) for c in counts)
 
 
+class StepFailed(RuntimeError):
+    """A fail-action rule fired: the step stopped before writing its target."""
+
+    def __init__(self, message: str, outcome: StepOutcome):
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def fired_rules(outcome: StepOutcome) -> list[CheckResult]:
+    return [c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed]
+
+
+def raise_on_fail(outcome: StepOutcome) -> None:
+    fired = fired_rules(outcome)
+    if fired:
+        listed = "; ".join(
+            f"{c.layer}.{c.table}: rule {c.count.rule} failed on {c.count.rows_failed} rows"
+            for c in fired
+        )
+        raise StepFailed(f"stopped before writing: {listed}", outcome)
+
+
 @dataclass(frozen=True)
 class Step:
     name: str

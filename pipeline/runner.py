@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from pipeline import lake
 from pipeline.config import settings
-from pipeline.registry import Context, Step, StepOutcome, steps_for
+from pipeline.registry import Context, Step, StepFailed, StepOutcome, steps_for
 
 Progress = Callable[[str, float], None]
 
@@ -113,20 +113,51 @@ def _message(exc: BaseException) -> str:
     return first
 
 
-def _record(spark: SparkSession, run_id: str, step: Step, started: dt.datetime,
-            finished: dt.datetime, status: str, outcome: StepOutcome | None, error: str | None) -> None:
+def _record(
+    spark: SparkSession,
+    run_id: str,
+    step: Step,
+    started: dt.datetime,
+    finished: dt.datetime,
+    status: str,
+    outcome: StepOutcome | None,
+    error: str | None,
+) -> None:
     o = outcome or StepOutcome()
-    runs = spark.createDataFrame(
-        [(run_id, step.name, started, finished, status, o.rows_in, o.rows_out,
-          o.rows_quarantined, error, o.reconciliation)],
+    runs = lake.rows_frame(
+        spark,
+        [
+            (
+                run_id,
+                step.name,
+                started,
+                finished,
+                status,
+                o.rows_in,
+                o.rows_out,
+                o.rows_quarantined,
+                error,
+                o.reconciliation,
+            )
+        ],
         RUNS_SCHEMA,
     )
     lake.append(runs, "gold", "pipeline_runs")
     if o.checks:
-        dq = spark.createDataFrame(
+        dq = lake.rows_frame(
+            spark,
             [
-                (run_id, c.layer, c.table, c.count.rule, c.count.action, c.count.rows_checked,
-                 c.count.rows_failed, c.count.pass_rate, finished)
+                (
+                    run_id,
+                    c.layer,
+                    c.table,
+                    c.count.rule,
+                    c.count.action,
+                    c.count.rows_checked,
+                    c.count.rows_failed,
+                    c.count.pass_rate,
+                    finished,
+                )
                 for c in o.checks
             ],
             DQ_SCHEMA,
@@ -134,8 +165,9 @@ def _record(spark: SparkSession, run_id: str, step: Step, started: dt.datetime,
         lake.append(dq, "gold", "dq_results")
 
 
-def run(target: str = "all", spark: SparkSession | None = None,
-        progress: Progress | None = None) -> RunResult:
+def run(
+    target: str = "all", spark: SparkSession | None = None, progress: Progress | None = None
+) -> RunResult:
     """Run a layer (or all) and return what happened; failures are results, not tracebacks."""
     steps = steps_for(target)
     if spark is None:
@@ -157,21 +189,37 @@ def run(target: str = "all", spark: SparkSession | None = None,
             started, t0 = _now(), time.perf_counter()
             try:
                 outcome = step.run(ctx)
-                fired = [c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed]
+                fired = [
+                    c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed
+                ]
                 status, error = "succeeded", None
                 if fired:
                     status = "failed"
                     error = "; ".join(
-                        f"{c.layer}.{c.table}: rule {c.count.rule} failed on {c.count.rows_failed} rows"
+                        f"{c.layer}.{c.table}: rule {c.count.rule} failed on "
+                        f"{c.count.rows_failed} rows"
                         for c in fired
                     )
+            except StepFailed as exc:  # a fail rule: its checks are still recorded
+                outcome, status, error = exc.outcome, "failed", f"{step.name}: {_message(exc)}"
             except Exception as exc:  # recorded and reported; the run stops here
                 outcome, status, error = None, "failed", f"{step.name}: {_message(exc)}"
             seconds = time.perf_counter() - t0
             _record(spark, run_id, step, started, _now(), status, outcome, error)
             o = outcome or StepOutcome()
-            results.append(StepResult(step.name, status, o.rows_in, o.rows_out,
-                                      o.rows_quarantined, seconds, error, o.reconciliation, o.notes))
+            results.append(
+                StepResult(
+                    step.name,
+                    status,
+                    o.rows_in,
+                    o.rows_out,
+                    o.rows_quarantined,
+                    seconds,
+                    error,
+                    o.reconciliation,
+                    o.notes,
+                )
+            )
             if status == "failed":
                 failed = error
         if progress:

@@ -83,7 +83,9 @@ def get_spark(app_name: str = "shoplake") -> SparkSession:
         for key, value in _base_config(partitions).items():
             builder = builder.config(key, value)
         builder = builder.config("spark.jars", ",".join(jvm.jars("spark")))
-        builder = builder.config("spark.driver.memory", os.environ.get("SHOPLAKE_DRIVER_MEMORY", "3g"))
+        builder = builder.config(
+            "spark.driver.memory", os.environ.get("SHOPLAKE_DRIVER_MEMORY", "3g")
+        )
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
         return session

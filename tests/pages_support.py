@@ -22,7 +22,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / "Home.py"
 PAGE_FILES = {
-    "home": "pages/1_Home.py",
+    "home": "pages/1_Overview.py",
     "generate": "pages/2_Generate.py",
     "pipeline": "pages/3_Pipeline.py",
     "quality": "pages/4_Quality.py",

@@ -73,9 +73,7 @@ def landing_files(source: Source) -> list[Path]:
     folder = settings().landing / source.name
     if not folder.is_dir():
         return []
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", "."))
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
 
 
 def _file_info(p: Path) -> FileInfo:
@@ -121,10 +119,7 @@ def _read_csv(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
         .csv(str(info.path))
     )
     return df.select(
-        *[
-            F.col(c) if c in known else F.lit(None).cast("string").alias(c)
-            for c in source.columns
-        ],
+        *[F.col(c) if c in known else F.lit(None).cast("string").alias(c) for c in source.columns],
         F.col("_raw"),
     )
 
@@ -178,9 +173,7 @@ def _logged_files(spark: SparkSession, source: Source) -> dict[str, tuple[str, i
     if log is None:
         return {}
     rows = (
-        log.filter(F.col("source") == source.name)
-        .select("file", "status", "size_bytes")
-        .collect()
+        log.filter(F.col("source") == source.name).select("file", "status", "size_bytes").collect()
     )
     return {r["file"]: (r["status"], r["size_bytes"]) for r in rows}
 
@@ -220,7 +213,7 @@ def _log_rows(
         )
         for info, n_rows, n_bad, status, error in entries
     ]
-    lake.append(spark.createDataFrame(rows, LOG_SCHEMA), "bronze", LOG_TABLE)
+    lake.append(lake.rows_frame(spark, rows, LOG_SCHEMA), "bronze", LOG_TABLE)
 
 
 def _short(exc: Exception) -> str:
@@ -246,8 +239,11 @@ def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestR
 
     # Repair after a crash between the Bronze commit and the log commit.
     committed = _already_in_bronze(spark, source, [c.path.name for c in candidates])
-    repaired = [(c, -1, -1, "ingested", "recovered after an interrupted run") for c in candidates
-                if c.path.name in committed]
+    repaired = [
+        (c, -1, -1, "ingested", "recovered after an interrupted run")
+        for c in candidates
+        if c.path.name in committed
+    ]
     _log_rows(spark, source, repaired, run_id, now)
     candidates = [c for c in candidates if c.path.name not in committed]
 

@@ -31,7 +31,7 @@ def build(fact_sales: DataFrame) -> DataFrame:
         F.col("units").cast("long").alias("units"),
         F.col("net_revenue").cast(MONEY).alias("net_revenue"),
         F.col("gross_margin").cast(MONEY).alias("gross_margin"),
-        F.when(month_total != 0, (F.col("net_revenue") / month_total).cast("double")).alias(
-            "revenue_share"
-        ),
+        F.when(
+            month_total != 0, F.col("net_revenue").cast("double") / month_total.cast("double")
+        ).alias("revenue_share"),
     )

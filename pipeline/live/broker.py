@@ -376,17 +376,22 @@ def status(home: Path | str | None = None, timeout: float = 3.0) -> BrokerStatus
     cid = None
     if pid:
         if port != cfg.kafka_port:
-            msg = (
-                f"broker running on port {port} but SHOPLAKE_KAFKA_PORT is {cfg.kafka_port}"
+            msg = f"broker running on port {port} but SHOPLAKE_KAFKA_PORT is {cfg.kafka_port}"
+            return BrokerStatus(
+                "local",
+                cfg.bootstrap_servers,
+                True,
+                False,
+                pid,
+                port,
+                str(home_path),
+                state.get("cluster_id"),
+                msg,
             )
-            return BrokerStatus("local", cfg.bootstrap_servers, True, False, pid, port,
-                                str(home_path), state.get("cluster_id"), msg)
         cid = cluster_id(timeout)
         healthy = cid is not None
     message = (
-        "running and healthy"
-        if healthy
-        else ("running, not answering yet" if pid else "stopped")
+        "running and healthy" if healthy else ("running, not answering yet" if pid else "stopped")
     )
     return BrokerStatus(
         mode="local",

@@ -213,18 +213,25 @@ def event_lines(valid: DataFrame) -> DataFrame:
         F.col("item.quantity").alias("quantity"),
         F.col("item.unit_price").alias("unit_price"),
         F.col("item.discount_pct").alias("discount_pct"),
-        line_net(F.col("item.quantity"), F.col("item.unit_price"), F.col("item.discount_pct")).alias(
-            "line_net"
-        ),
+        line_net(
+            F.col("item.quantity"), F.col("item.unit_price"), F.col("item.discount_pct")
+        ).alias("line_net"),
     )
 
 
-def event_totals(valid: DataFrame) -> DataFrame:
-    """One row per valid event: who, when, its minute window, units and net revenue."""
-    lines = event_lines(valid).groupBy("event_id").agg(
-        F.sum("quantity").cast("long").alias("units"),
-        F.sum("line_net").cast(MONEY).alias("net_revenue"),
-        F.count(F.lit(1)).cast("int").alias("lines"),
+def event_totals(valid: DataFrame, keep: list[str] | None = None) -> DataFrame:
+    """One row per valid event: who, when, its minute window, units and net revenue.
+
+    `keep` names lineage columns of `valid` to carry along (record id, batch).
+    """
+    lines = (
+        event_lines(valid)
+        .groupBy("event_id")
+        .agg(
+            F.sum("quantity").cast("long").alias("units"),
+            F.sum("line_net").cast(MONEY).alias("net_revenue"),
+            F.count(F.lit(1)).cast("int").alias("lines"),
+        )
     )
     window = F.window(F.col("_event_ts"), WINDOW)
     return valid.join(lines, on="event_id", how="inner").select(
@@ -240,6 +247,7 @@ def event_totals(valid: DataFrame) -> DataFrame:
         F.col("lines"),
         F.col("units"),
         F.col("net_revenue"),
+        *[F.col(c) for c in keep or []],
     )
 
 
@@ -254,9 +262,9 @@ def minute_sales(events: DataFrame) -> DataFrame:
     agg = events.groupBy("window_start").agg(
         F.sum(revenue.cast("long")).alias("orders"),
         F.sum(F.when(revenue, F.col("units")).otherwise(F.lit(0))).cast("long").alias("units"),
-        F.coalesce(
-            F.sum(F.when(revenue, F.col("net_revenue"))), F.lit(0).cast(MONEY)
-        ).cast(MONEY).alias("net_revenue"),
+        F.coalesce(F.sum(F.when(revenue, F.col("net_revenue"))), F.lit(0).cast(MONEY))
+        .cast(MONEY)
+        .alias("net_revenue"),
     )
     return agg.select(
         F.col("window_start"),
@@ -264,9 +272,9 @@ def minute_sales(events: DataFrame) -> DataFrame:
         F.col("orders"),
         F.col("units"),
         F.col("net_revenue"),
-        F.when(
-            F.col("orders") > 0, F.round(F.col("net_revenue") / F.col("orders"), 2)
-        ).cast(MONEY).alias("avg_order_value"),
+        F.when(F.col("orders") > 0, F.round(F.col("net_revenue") / F.col("orders"), 2))
+        .cast(MONEY)
+        .alias("avg_order_value"),
     )
 
 

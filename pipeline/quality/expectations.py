@@ -61,9 +61,7 @@ class RuleCount:
 
 
 def _failed_names(expectations: Sequence[Expectation], action: Action) -> Column:
-    names = [
-        F.when(~e.passed(), F.lit(e.name)) for e in expectations if e.action == action
-    ]
+    names = [F.when(~e.passed(), F.lit(e.name)) for e in expectations if e.action == action]
     if not names:
         return F.array().cast("array<string>")
     return F.filter(F.array(*names), lambda name: name.isNotNull())

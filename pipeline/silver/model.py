@@ -37,11 +37,9 @@ def dim_customer(versions: DataFrame) -> DataFrame:
         F.lead(valid_from).over(ordered).alias("valid_to"),
         F.col("batch_id"),
     ).withColumn("is_current", F.col("valid_to").isNull())
-    unknown = history.sparkSession.createDataFrame(
-        [(UNKNOWN_CUSTOMER, "Unknown customer")], "customer_id string, name string"
-    ).select(
-        "customer_id",
-        "name",
+    unknown = history.sparkSession.range(1).select(
+        F.lit(UNKNOWN_CUSTOMER).alias("customer_id"),
+        F.lit("Unknown customer").alias("name"),
         F.lit(None).cast("string").alias("email"),
         F.lit(None).cast("date").alias("signup_date"),
         F.lit(None).cast("string").alias("country"),
@@ -66,13 +64,10 @@ def dim_product(products: DataFrame) -> DataFrame:
         F.coalesce(F.col("unit_cost"), F.lit(0).cast("decimal(18,4)")).alias("unit_cost"),
         "is_active",
     )
-    unknown = current.sparkSession.createDataFrame(
-        [(UNKNOWN_PRODUCT, "Unknown product", UNKNOWN_CATEGORY)],
-        "product_id string, name string, category string",
-    ).select(
-        "product_id",
-        "name",
-        "category",
+    unknown = current.sparkSession.range(1).select(
+        F.lit(UNKNOWN_PRODUCT).alias("product_id"),
+        F.lit("Unknown product").alias("name"),
+        F.lit(UNKNOWN_CATEGORY).alias("category"),
         F.lit(None).cast("string").alias("subcategory"),
         F.lit(None).cast("string").alias("brand"),
         F.lit(None).cast("decimal(18,4)").alias("list_price"),
@@ -99,7 +94,9 @@ def dim_date(spark: SparkSession, orders: DataFrame) -> DataFrame:
     )
 
 
-def fact_sales(orders: DataFrame, items: DataFrame, products: DataFrame, customers: DataFrame) -> DataFrame:
+def fact_sales(
+    orders: DataFrame, items: DataFrame, products: DataFrame, customers: DataFrame
+) -> DataFrame:
     """One row per order line with its money; every item has an order (orphans are quarantined)."""
     product = products.select(
         F.col("product_id").alias("_product_id"),
@@ -108,13 +105,16 @@ def fact_sales(orders: DataFrame, items: DataFrame, products: DataFrame, custome
         F.col("unit_cost").alias("_unit_cost"),
     )
     known_customers = customers.select(F.col("customer_id").alias("_customer_id")).distinct()
-    lines = items.join(orders.drop("batch_id", "source_file", "ingested_at", "record_id", "updated_at"),
-                       on="order_id", how="inner")
-    with_product = lines.join(
-        product, on=lines["product_id"] == product["_product_id"], how="left"
+    lines = items.join(
+        orders.drop("batch_id", "source_file", "ingested_at", "record_id", "updated_at"),
+        on="order_id",
+        how="inner",
     )
+    with_product = lines.join(product, on=lines["product_id"] == product["_product_id"], how="left")
     with_customer = with_product.join(
-        known_customers, on=with_product["customer_id"] == known_customers["_customer_id"], how="left"
+        known_customers,
+        on=with_product["customer_id"] == known_customers["_customer_id"],
+        how="left",
     )
     unit_cost = F.coalesce(F.col("_unit_cost"), F.lit(0).cast("decimal(18,4)"))
     return with_customer.select(

@@ -48,6 +48,8 @@ EXPECTATIONS = [
     ),
 ]
 
+COLUMNS = ["product_id", "name", "category", "list_price", "unit_cost"]
+
 
 def typed(df: DataFrame) -> DataFrame:
     updated_at = parse_timestamp(F.col("updated_at"))

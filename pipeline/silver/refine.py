@@ -25,7 +25,12 @@ from pipeline.quality.expectations import (
     flag,
     is_quarantined,
 )
-from pipeline.silver.versions import IS_DUPLICATE, VERSION_FATE, mark_exact_duplicates, mark_versions
+from pipeline.silver.versions import (
+    IS_DUPLICATE,
+    VERSION_FATE,
+    mark_exact_duplicates,
+    mark_versions,
+)
 
 FATE = "_fate"
 FATES = ("silver", "quarantined", "duplicate", "superseded")
@@ -71,7 +76,9 @@ def refine(
     ).otherwise(F.col(QUARANTINE_RULES))
     checked_cols = [c for c in checked.columns if c not in (QUARANTINE_RULES,)]
     fated = (
-        versioned.select(*checked_cols, conflict_rules.alias(QUARANTINE_RULES), fate_of_version.alias(FATE))
+        versioned.select(
+            *checked_cols, conflict_rules.alias(QUARANTINE_RULES), fate_of_version.alias(FATE)
+        )
         .unionByName(failing.select("*", F.lit("quarantined").alias(FATE)))
         .unionByName(
             duplicates.drop(IS_DUPLICATE).select("*", F.lit("duplicate").alias(FATE)),

@@ -16,8 +16,9 @@ from pyspark.sql import functions as F
 
 from pipeline import lake
 from pipeline.contract import SOURCES
+from pipeline.quality.checks import table_checks
 from pipeline.quality.expectations import RuleCount
-from pipeline.registry import Context, Step, StepOutcome
+from pipeline.registry import Context, Step, StepOutcome, raise_on_fail
 from pipeline.silver import customers, model, order_items, orders, products
 from pipeline.silver.refine import Refined, quarantine_rows, refine
 
@@ -37,25 +38,17 @@ def _bronze(ctx: Context, source: str) -> DataFrame:
     return df
 
 
-def _apply(
-    ctx: Context, module: ModuleType, refined: Refined, silver: DataFrame
-) -> StepOutcome:
+def _apply(ctx: Context, module: ModuleType, refined: Refined, silver: DataFrame) -> StepOutcome:
+    """Check first, then write: a fail rule leaves the Silver tables as they were."""
     source = module.SOURCE
-    lake.sync(silver, "silver", source.name, keys=source.key)
-    lake.sync(
-        quarantine_rows(refined, source, module.record_key()),
-        "silver",
-        QUARANTINE,
-        keys=("source_table", "record_id"),
-        scope=f"TARGET.source_table = '{source.name}'",
-        partition_by=("source_table",),
-    )
     counts = refined.counts
     out = StepOutcome(
         rows_in=counts["bronze"],
         rows_out=counts["silver"],
         rows_quarantined=counts["quarantined"],
-        reconciliation={k: counts[k] for k in ("bronze", "silver", "quarantined", "duplicate", "superseded")},
+        reconciliation={
+            k: counts[k] for k in ("bronze", "silver", "quarantined", "duplicate", "superseded")
+        },
     )
     balanced = counts["bronze"] == (
         counts["silver"] + counts["quarantined"] + counts["duplicate"] + counts["superseded"]
@@ -69,6 +62,17 @@ def _apply(
             RuleCount("superseded_versions", "warn", counts["checked"], counts["superseded"]),
             RuleCount("reconciliation", "fail", 1, 0 if balanced else 1),
         ],
+    )
+    out.add_checks("silver", source.name, table_checks(silver, source.key, module.COLUMNS))
+    raise_on_fail(out)
+    lake.sync(silver, "silver", source.name, keys=source.key)
+    lake.sync(
+        quarantine_rows(refined, source, module.record_key()),
+        "silver",
+        QUARANTINE,
+        keys=("source_table", "record_id"),
+        scope=f"TARGET.source_table = '{source.name}'",
+        partition_by=("source_table",),
     )
     return out
 
@@ -88,7 +92,9 @@ def run_products(ctx: Context) -> StepOutcome:
     try:
         silver = products.to_silver(refined.silver())
         out = _apply(ctx, products, refined, silver)
-        lake.overwrite(model.dim_product(lake.read(ctx.spark, "silver", "products")), "silver", "dim_product")
+        lake.overwrite(
+            model.dim_product(lake.read(ctx.spark, "silver", "products")), "silver", "dim_product"
+        )
         return out
     finally:
         refined.release()
@@ -128,7 +134,9 @@ def run_model(ctx: Context) -> StepOutcome:
     silver_orders = lake.read(spark, "silver", "orders")
     silver_items = lake.read(spark, "silver", "order_items")
     silver_customers = lake.read(spark, "silver", "customers")
-    dim_products = lake.read(spark, "silver", "dim_product").filter(F.col("product_id") != "UNKNOWN")
+    dim_products = lake.read(spark, "silver", "dim_product").filter(
+        F.col("product_id") != "UNKNOWN"
+    )
     fact = model.fact_sales(silver_orders, silver_items, dim_products, silver_customers)
     lake.overwrite(fact, "silver", "fact_sales")
     lake.overwrite(model.dim_date(spark, silver_orders), "silver", "dim_date")
@@ -155,7 +163,14 @@ def run_model(ctx: Context) -> StepOutcome:
     out.add_checks(
         "silver",
         "orders",
-        [RuleCount("orphan_customer", "warn", int(order_refs["orders"] or 0), int(order_refs["orphan_customer"] or 0))],
+        [
+            RuleCount(
+                "orphan_customer",
+                "warn",
+                int(order_refs["orders"] or 0),
+                int(order_refs["orphan_customer"] or 0),
+            )
+        ],
     )
     out.add_checks(
         "silver",
@@ -166,10 +181,28 @@ def run_model(ctx: Context) -> StepOutcome:
 
 
 STEPS = [
-    Step("silver.products", "silver", ("bronze.products",), ("silver.products", "silver.dim_product"), run_products),
-    Step("silver.customers", "silver", ("bronze.customers",), ("silver.customers", "silver.dim_customer"), run_customers),
+    Step(
+        "silver.products",
+        "silver",
+        ("bronze.products",),
+        ("silver.products", "silver.dim_product"),
+        run_products,
+    ),
+    Step(
+        "silver.customers",
+        "silver",
+        ("bronze.customers",),
+        ("silver.customers", "silver.dim_customer"),
+        run_customers,
+    ),
     Step("silver.orders", "silver", ("bronze.orders",), ("silver.orders",), run_orders),
-    Step("silver.order_items", "silver", ("bronze.order_items", "silver.orders"), ("silver.order_items",), run_order_items),
+    Step(
+        "silver.order_items",
+        "silver",
+        ("bronze.order_items", "silver.orders"),
+        ("silver.order_items",),
+        run_order_items,
+    ),
     Step(
         "silver.fact_sales",
         "silver",

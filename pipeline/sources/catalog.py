@@ -95,41 +95,116 @@ CITIES: dict[str, tuple[str, ...]] = {
 
 # (display name, ascii form used in e-mail addresses)
 FIRST_NAMES = (
-    ("Emma", "emma"), ("Liam", "liam"), ("Olivia", "olivia"), ("Noah", "noah"),
-    ("Ava", "ava"), ("Lucas", "lucas"), ("Mia", "mia"), ("Leon", "leon"),
-    ("Sofia", "sofia"), ("Mateo", "mateo"), ("Chloé", "chloe"), ("Hugo", "hugo"),
-    ("Zoë", "zoe"), ("José", "jose"), ("Anna", "anna"), ("Jan", "jan"),
-    ("Lena", "lena"), ("Finn", "finn"), ("Maja", "maja"), ("Oskar", "oskar"),
-    ("Giulia", "giulia"), ("Marco", "marco"), ("Aoife", "aoife"), ("Seán", "sean"),
-    ("Isla", "isla"), ("Jack", "jack"), ("Amélie", "amelie"), ("Théo", "theo"),
-    ("Lucía", "lucia"), ("Pablo", "pablo"), ("Zofia", "zofia"), ("Kacper", "kacper"),
-    ("Ella", "ella"), ("William", "william"), ("Grace", "grace"), ("Ethan", "ethan"),
-    ("Nora", "nora"), ("Elias", "elias"), ("Freya", "freya"), ("Aarav", "aarav"),
-    ("Priya", "priya"), ("Wei", "wei"), ("Mei", "mei"), ("Omar", "omar"),
-    ("Layla", "layla"), ("Daniel", "daniel"), ("Sara", "sara"), ("Björn", "bjorn"),
+    ("Emma", "emma"),
+    ("Liam", "liam"),
+    ("Olivia", "olivia"),
+    ("Noah", "noah"),
+    ("Ava", "ava"),
+    ("Lucas", "lucas"),
+    ("Mia", "mia"),
+    ("Leon", "leon"),
+    ("Sofia", "sofia"),
+    ("Mateo", "mateo"),
+    ("Chloé", "chloe"),
+    ("Hugo", "hugo"),
+    ("Zoë", "zoe"),
+    ("José", "jose"),
+    ("Anna", "anna"),
+    ("Jan", "jan"),
+    ("Lena", "lena"),
+    ("Finn", "finn"),
+    ("Maja", "maja"),
+    ("Oskar", "oskar"),
+    ("Giulia", "giulia"),
+    ("Marco", "marco"),
+    ("Aoife", "aoife"),
+    ("Seán", "sean"),
+    ("Isla", "isla"),
+    ("Jack", "jack"),
+    ("Amélie", "amelie"),
+    ("Théo", "theo"),
+    ("Lucía", "lucia"),
+    ("Pablo", "pablo"),
+    ("Zofia", "zofia"),
+    ("Kacper", "kacper"),
+    ("Ella", "ella"),
+    ("William", "william"),
+    ("Grace", "grace"),
+    ("Ethan", "ethan"),
+    ("Nora", "nora"),
+    ("Elias", "elias"),
+    ("Freya", "freya"),
+    ("Aarav", "aarav"),
+    ("Priya", "priya"),
+    ("Wei", "wei"),
+    ("Mei", "mei"),
+    ("Omar", "omar"),
+    ("Layla", "layla"),
+    ("Daniel", "daniel"),
+    ("Sara", "sara"),
+    ("Björn", "bjorn"),
 )
 LAST_NAMES = (
-    ("Smith", "smith"), ("Johnson", "johnson"), ("Brown", "brown"), ("Garcia", "garcia"),
-    ("Miller", "miller"), ("Davis", "davis"), ("Martin", "martin"), ("Bernard", "bernard"),
-    ("Dubois", "dubois"), ("Müller", "mueller"), ("Schmidt", "schmidt"), ("Schneider", "schneider"),
-    ("Fischer", "fischer"), ("de Vries", "devries"), ("Jansen", "jansen"), ("Rossi", "rossi"),
-    ("Russo", "russo"), ("Bianchi", "bianchi"), ("García", "garcia"), ("Fernández", "fernandez"),
-    ("López", "lopez"), ("Nowak", "nowak"), ("Kowalski", "kowalski"), ("Wiśniewska", "wisniewska"),
-    ("Andersson", "andersson"), ("Johansson", "johansson"), ("Murphy", "murphy"),
-    ("O'Brien", "obrien"), ("Kelly", "kelly"), ("Wilson", "wilson"), ("Taylor", "taylor"),
-    ("Thompson", "thompson"), ("White", "white"), ("Lee", "lee"), ("Nguyen", "nguyen"),
-    ("Chen", "chen"), ("Wang", "wang"), ("Patel", "patel"), ("Singh", "singh"),
-    ("Khan", "khan"), ("Moreau", "moreau"), ("Laurent", "laurent"), ("Petit", "petit"),
-    ("Wagner", "wagner"), ("Becker", "becker"), ("Romano", "romano"), ("Walsh", "walsh"),
+    ("Smith", "smith"),
+    ("Johnson", "johnson"),
+    ("Brown", "brown"),
+    ("Garcia", "garcia"),
+    ("Miller", "miller"),
+    ("Davis", "davis"),
+    ("Martin", "martin"),
+    ("Bernard", "bernard"),
+    ("Dubois", "dubois"),
+    ("Müller", "mueller"),
+    ("Schmidt", "schmidt"),
+    ("Schneider", "schneider"),
+    ("Fischer", "fischer"),
+    ("de Vries", "devries"),
+    ("Jansen", "jansen"),
+    ("Rossi", "rossi"),
+    ("Russo", "russo"),
+    ("Bianchi", "bianchi"),
+    ("García", "garcia"),
+    ("Fernández", "fernandez"),
+    ("López", "lopez"),
+    ("Nowak", "nowak"),
+    ("Kowalski", "kowalski"),
+    ("Wiśniewska", "wisniewska"),
+    ("Andersson", "andersson"),
+    ("Johansson", "johansson"),
+    ("Murphy", "murphy"),
+    ("O'Brien", "obrien"),
+    ("Kelly", "kelly"),
+    ("Wilson", "wilson"),
+    ("Taylor", "taylor"),
+    ("Thompson", "thompson"),
+    ("White", "white"),
+    ("Lee", "lee"),
+    ("Nguyen", "nguyen"),
+    ("Chen", "chen"),
+    ("Wang", "wang"),
+    ("Patel", "patel"),
+    ("Singh", "singh"),
+    ("Khan", "khan"),
+    ("Moreau", "moreau"),
+    ("Laurent", "laurent"),
+    ("Petit", "petit"),
+    ("Wagner", "wagner"),
+    ("Becker", "becker"),
+    ("Romano", "romano"),
+    ("Walsh", "walsh"),
 )
 EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com", "shop.example")
 EMAIL_DOMAIN_WEIGHTS = (0.40, 0.20, 0.20, 0.12, 0.08)
 EMAIL_SEPARATORS = (".", "_", "")
 
 # category, (price low, price high), subcategories with their nouns, brands
-CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]], ...] = (
+CATEGORIES: tuple[
+    tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]], ...
+] = (
     (
-        "Electronics", 15.0, 1500.0,
+        "Electronics",
+        15.0,
+        1500.0,
         (
             ("Phones", ("Smartphone", "Phone")),
             ("Laptops", ("Laptop", "Notebook", "Ultrabook")),
@@ -140,7 +215,9 @@ CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ..
         ("Voltix", "Nexora", "Sonique", "Pixelon", "Kyro"),
     ),
     (
-        "Home & Kitchen", 8.0, 600.0,
+        "Home & Kitchen",
+        8.0,
+        600.0,
         (
             ("Cookware", ("Frying Pan", "Saucepan", "Dutch Oven", "Wok")),
             ("Small Appliances", ("Blender", "Kettle", "Toaster", "Coffee Maker")),
@@ -151,7 +228,9 @@ CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ..
         ("Hearthly", "Casaluxe", "Brewmaster", "Nordhaus"),
     ),
     (
-        "Fashion", 9.0, 300.0,
+        "Fashion",
+        9.0,
+        300.0,
         (
             ("Men", ("Shirt", "Chinos", "Jacket", "Sweater")),
             ("Women", ("Dress", "Blouse", "Skirt", "Cardigan")),
@@ -162,7 +241,9 @@ CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ..
         ("Urbane", "Threadline", "Velour", "Stride"),
     ),
     (
-        "Beauty", 4.0, 150.0,
+        "Beauty",
+        4.0,
+        150.0,
         (
             ("Skincare", ("Moisturiser", "Serum", "Cleanser", "Sunscreen")),
             ("Makeup", ("Lipstick", "Mascara", "Foundation", "Palette")),
@@ -172,7 +253,9 @@ CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ..
         ("Lumière", "Glowhaus", "PureLeaf"),
     ),
     (
-        "Sports", 8.0, 800.0,
+        "Sports",
+        8.0,
+        800.0,
         (
             ("Fitness", ("Yoga Mat", "Dumbbell Set", "Kettlebell", "Resistance Bands")),
             ("Cycling", ("Bike Helmet", "Bike Light", "Road Bike", "Cycling Gloves")),
@@ -182,7 +265,9 @@ CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ..
         ("Peakform", "Trailwise", "Velocity"),
     ),
     (
-        "Toys", 5.0, 200.0,
+        "Toys",
+        5.0,
+        200.0,
         (
             ("Building Sets", ("Brick Set", "Construction Kit")),
             ("Dolls", ("Doll", "Doll House", "Plush Bear")),
@@ -192,7 +277,9 @@ CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ..
         ("Brickly", "Playnest", "Funforge"),
     ),
     (
-        "Books", 5.0, 60.0,
+        "Books",
+        5.0,
+        60.0,
         (
             ("Fiction", ("Novel", "Thriller", "Short Stories")),
             ("Non-fiction", ("Biography", "Cookbook", "History")),
@@ -202,7 +289,9 @@ CATEGORIES: tuple[tuple[str, float, float, tuple[tuple[str, tuple[str, ...]], ..
         ("Northwind Press", "Harbor Books", "Quill & Co"),
     ),
     (
-        "Grocery", 1.0, 40.0,
+        "Grocery",
+        1.0,
+        40.0,
         (
             ("Snacks", ("Crisps", "Granola Bars", "Mixed Nuts")),
             ("Beverages", ("Coffee Beans", "Green Tea", "Sparkling Water")),
@@ -217,8 +306,30 @@ MODEL_LETTERS = tuple("ABCDEFGHKLMNPRSTVXZ")
 
 # Orders per hour of day (UTC), evening peak.
 HOUR_WEIGHTS = (
-    1.0, 0.6, 0.4, 0.3, 0.3, 0.4, 0.8, 1.5, 2.2, 2.6, 2.8, 3.0,
-    3.2, 3.1, 2.9, 2.8, 2.9, 3.2, 3.7, 4.2, 4.4, 3.9, 2.9, 1.8,
+    1.0,
+    0.6,
+    0.4,
+    0.3,
+    0.3,
+    0.4,
+    0.8,
+    1.5,
+    2.2,
+    2.6,
+    2.8,
+    3.0,
+    3.2,
+    3.1,
+    2.9,
+    2.8,
+    2.9,
+    3.2,
+    3.7,
+    4.2,
+    4.4,
+    3.9,
+    2.9,
+    1.8,
 )
 # Monday .. Sunday
 WEEKDAY_FACTORS = (0.95, 0.93, 0.95, 1.00, 1.06, 1.16, 1.12)
@@ -226,9 +337,9 @@ WEEKDAY_FACTORS = (0.95, 0.93, 0.95, 1.00, 1.06, 1.16, 1.12)
 # Days with a promotion (volume x PROMO_FACTOR) or an outage (x DROP_FACTOR),
 # for the anomaly detector to find. All at least 28 days into the window.
 PROMO_DAYS = ("2025-08-12", "2025-11-28", "2025-12-01", "2026-03-20", "2026-05-12")
-DROP_DAYS = ("2025-09-09", "2026-02-17")
+DROP_DAYS = ("2025-09-16", "2026-02-17")
 PROMO_FACTOR = 3.5
-DROP_FACTOR = 0.12
+DROP_FACTOR = 0.05
 
 
 def _flatten() -> dict[str, np.ndarray | tuple[str, ...]]:

@@ -72,11 +72,15 @@ def _timestamps(epoch: np.ndarray) -> pa.Array:
 
 def timestamps(epoch: np.ndarray, fmt: str = CANONICAL_TS) -> pa.Array:
     """UTC epoch seconds -> text with a strftime format (C locale)."""
+    if fmt == CANONICAL_TS:  # arrow's own cast renders exactly this, ten times faster
+        return pc.cast(_timestamps(epoch), pa.string())
     return pc.strftime(_timestamps(epoch), format=fmt, locale="C")
 
 
 def dates(epoch: np.ndarray) -> pa.Array:
-    return timestamps(epoch, "%Y-%m-%d")
+    """UTC epoch seconds -> 'YYYY-MM-DD'."""
+    days = np.floor_divide(np.asarray(epoch, dtype=np.int64), 86_400).astype(np.int32)
+    return pc.cast(pa.array(days, pa.int32()).cast(pa.date32()), pa.string())
 
 
 def _one_format(epoch: np.ndarray, code: int) -> pa.Array:
@@ -91,7 +95,7 @@ def _one_format(epoch: np.ndarray, code: int) -> pa.Array:
     if name == "iso_t_fraction_z":
         frac = pc.utf8_lpad(integers(fraction // 1000), width=3, padding="0")
         whole = timestamps(epoch, "%Y-%m-%dT%H:%M:%S")
-        return pc.binary_join_element_wise(whole, frac, "Z", "")
+        return pc.binary_join_element_wise(whole, ".", frac, "Z", "")
     if name == "offset_plus":
         return timestamps(np.asarray(epoch) + 7200, "%Y-%m-%dT%H:%M:%S+02:00")
     if name == "offset_minus":
@@ -211,14 +215,14 @@ def write_lines(path: Path, header: str | None, lines: pa.Array) -> None:
             fh.write(header.encode() + b"\n")
         if len(lines):
             joined = pc.binary_join_element_wise(
-                lines.cast(pa.large_string()), pa.scalar("", pa.large_string()), "\n"
+                lines.cast(pa.large_string()),
+                pa.scalar("", pa.large_string()),
+                pa.scalar("\n", pa.large_string()),
             )
             offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
             start = offsets[joined.offset]
             end = offsets[joined.offset + len(joined)]
             fh.write(memoryview(joined.buffers()[2])[start:end])
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -233,6 +237,4 @@ def write_json(path: Path, obj: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=2)
         fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -9,6 +9,7 @@ from pages import _ui as ui
 from pipeline import read
 from pipeline.config import settings
 
+ui.page_guard()
 st.title("ShopLake")
 st.caption(
     "Orders, customers and products land as files and as a live stream; Spark refines them "

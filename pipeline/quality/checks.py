@@ -1,0 +1,45 @@
+"""Table-level checks: key uniqueness, null rates and freshness, from one aggregation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.quality.expectations import RuleCount
+
+
+def freshness_days() -> int:
+    """How old the newest record may be before the freshness check warns."""
+    return int(os.environ.get("SHOPLAKE_FRESHNESS_DAYS", "400"))
+
+
+def table_checks(
+    df: DataFrame,
+    key: Sequence[str],
+    not_null: Sequence[str],
+    fresh_column: str | None = "updated_at",
+    now: dt.datetime | None = None,
+) -> list[RuleCount]:
+    """primary_key_unique (fail), not_null_<column> (warn) and freshness (warn)."""
+    aggs = [
+        F.count(F.lit(1)).alias("rows"),
+        F.count_distinct(F.struct(*[F.col(k) for k in key])).alias("keys"),
+    ]
+    aggs += [F.count(F.when(F.col(c).isNull(), 1)).alias(f"null_{c}") for c in not_null]
+    has_fresh = fresh_column is not None and fresh_column in df.columns
+    if has_fresh:
+        aggs.append(F.max(fresh_column).alias("newest"))
+    row = df.agg(*aggs).first()
+    rows = int(row["rows"])
+    out = [RuleCount("primary_key_unique", "fail", rows, rows - int(row["keys"]))]
+    out += [RuleCount(f"not_null_{c}", "warn", rows, int(row[f"null_{c}"])) for c in not_null]
+    if has_fresh:
+        now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        newest = row["newest"]
+        stale = newest is None or (now - newest) > dt.timedelta(days=freshness_days())
+        out.append(RuleCount("freshness", "warn", 1, int(stale and rows > 0)))
+    return out

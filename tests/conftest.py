@@ -1,0 +1,66 @@
+"""Shared fixtures: one SparkSession per test process, and seeded lakes.
+
+Lakes live in temporary folders; SHOPLAKE_LAKE points at the one a test uses
+(pipeline.config reads the environment on every call).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("SHOPLAKE_SPARK_UI", "false")
+os.environ.setdefault("SHOPLAKE_SHUFFLE_PARTITIONS", "2")
+
+POPULATED = dict(orders=1500, batches=3, seed=11, defect_rate=0.03)
+
+
+@contextmanager
+def lake_at(path: Path) -> Iterator[Path]:
+    previous = os.environ.get("SHOPLAKE_LAKE")
+    os.environ["SHOPLAKE_LAKE"] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop("SHOPLAKE_LAKE", None)
+        else:
+            os.environ["SHOPLAKE_LAKE"] = previous
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pipeline.spark import get_spark
+
+    session = get_spark("shoplake-tests")
+    yield session
+
+
+@pytest.fixture(scope="session")
+def populated_lake(spark, tmp_path_factory) -> Path:
+    """A lake built by the generator and one full run: read-only for the tests that share it."""
+    from pipeline.runner import run
+    from pipeline.sources.generate import generate
+
+    root = tmp_path_factory.mktemp("populated_lake")
+    with lake_at(root):
+        generate(root, **POPULATED)
+        result = run("all", spark=spark)
+        assert result.ok, result.error
+    return root
+
+
+@pytest.fixture()
+def use_lake(populated_lake) -> Iterator[Path]:
+    with lake_at(populated_lake) as root:
+        yield root
+
+
+@pytest.fixture()
+def empty_lake(tmp_path) -> Iterator[Path]:
+    with lake_at(tmp_path / "lake") as root:
+        yield root

@@ -1,0 +1,209 @@
+"""The batch medallion against an independent reading of the contract (tests/reference.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipeline import lake
+from pipeline.runner import run
+from pipeline.sources.generate import generate
+from tests import reference
+from tests.conftest import lake_at
+
+
+@pytest.fixture(scope="module")
+def expected(populated_lake) -> reference.Expected:
+    return reference.compute(populated_lake / "landing")
+
+
+def _gold(spark, table: str) -> list[dict]:
+    return [r.asDict() for r in lake.read(spark, "gold", table).collect()]
+
+
+def test_daily_sales_matches_reference(spark, use_lake, expected):
+    rows = {r["order_date"]: r for r in _gold(spark, "daily_sales")}
+    assert set(rows) == set(expected.daily_sales)
+    for day, want in expected.daily_sales.items():
+        got = rows[day]
+        for column in (
+            "orders",
+            "units",
+            "customers",
+            "new_customers",
+            "cancelled_orders",
+            "returned_orders",
+            "gross_revenue",
+            "net_revenue",
+            "avg_order_value",
+        ):
+            assert got[column] == want[column], (day, column, got[column], want[column])
+
+
+def test_category_sales_matches_reference(spark, use_lake, expected):
+    rows = {(r["month"], r["category"]): r for r in _gold(spark, "category_sales")}
+    assert set(rows) == set(expected.category_sales)
+    for key, want in expected.category_sales.items():
+        got = rows[key]
+        for column in ("orders", "units", "net_revenue", "gross_margin"):
+            assert got[column] == want[column], (key, column)
+        assert math.isclose(got["revenue_share"], want["revenue_share"], rel_tol=1e-9)
+
+
+def test_customer_rfm_matches_reference(spark, use_lake, expected):
+    rows = {r["customer_id"]: r for r in _gold(spark, "customer_rfm")}
+    assert set(rows) == set(expected.customer_rfm)
+    for cid, want in expected.customer_rfm.items():
+        got = rows[cid]
+        for column, value in want.items():
+            assert got[column] == value, (cid, column, got[column], value)
+
+
+def test_revenue_anomalies_match_reference(spark, use_lake, expected):
+    rows = {r["order_date"]: r for r in _gold(spark, "revenue_anomalies")}
+    assert set(rows) == set(expected.revenue_anomalies)
+    for day, want in expected.revenue_anomalies.items():
+        got = rows[day]
+        assert got["net_revenue"] == want["net_revenue"]
+        for column in ("baseline_mean", "baseline_std", "z_score"):
+            if want[column] is None:
+                assert got[column] is None, (day, column)
+            else:
+                assert math.isclose(got[column], want[column], rel_tol=1e-9, abs_tol=1e-9)
+        assert got["is_anomaly"] == want["is_anomaly"]
+        assert got["direction"] == want["direction"]
+
+
+def test_reconciliation_identity_for_every_table(spark, use_lake, expected):
+    quarantine = lake.read(spark, "silver", "quarantine")
+    for source, ref in expected.refined.items():
+        bronze = lake.read(spark, "bronze", source).count()
+        silver = lake.read(spark, "silver", source).count()
+        quarantined = quarantine.filter(F.col("source_table") == source).count()
+        assert bronze == ref.bronze
+        assert silver == len(ref.rows)
+        assert quarantined == len(ref.quarantined)
+        assert bronze == silver + quarantined + ref.duplicates + ref.superseded, source
+        recorded = (
+            lake.read(spark, "gold", "pipeline_runs")
+            .filter(F.col("step") == f"silver.{source}")
+            .select("reconciliation")
+            .first()[0]
+        )
+        assert recorded == {
+            "bronze": bronze,
+            "silver": silver,
+            "quarantined": quarantined,
+            "duplicate": ref.duplicates,
+            "superseded": ref.superseded,
+        }
+
+
+def test_quarantine_names_every_failed_rule(spark, use_lake, expected):
+    rows = lake.read(spark, "silver", "quarantine").select("source_table", "rules").collect()
+    got: dict[tuple[str, str], int] = {}
+    for r in rows:
+        for rule in r["rules"]:
+            got[(r["source_table"], rule)] = got.get((r["source_table"], rule), 0) + 1
+    want: dict[tuple[str, str], int] = {}
+    for source, ref in expected.refined.items():
+        for _, rules in ref.quarantined:
+            for rule in rules:
+                want[(source, rule)] = want.get((source, rule), 0) + 1
+    assert got == want
+    assert any(rule == "malformed_record" for _, rule in got), "the data set has malformed lines"
+
+
+def test_fact_sales_keeps_orphans_on_unknown_members(spark, use_lake):
+    fact = lake.read(spark, "silver", "fact_sales")
+    items = lake.read(spark, "silver", "order_items")
+    assert fact.count() == items.count()
+    unknown = fact.filter(F.col("product_key") == "UNKNOWN")
+    assert unknown.count() > 0, "the seeded data has items of unknown products"
+    assert unknown.filter(F.col("category") != "Unknown").count() == 0
+    assert unknown.filter(F.col("line_cost") != 0).count() == 0
+    dim = lake.read(spark, "silver", "dim_customer")
+    current = dim.filter(F.col("is_current"))
+    assert current.count() == current.select("customer_id").distinct().count()
+    assert dim.filter(~F.col("is_current")).count() > 0, "later batches change customers"
+
+
+# --------------------------------------------------------------- reruns and increments
+
+
+@pytest.fixture(scope="module")
+def small_lake(spark, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("small_lake")
+    with lake_at(root):
+        generate(root, orders=300, batches=2, seed=5, defect_rate=0.05)
+        assert run("all", spark=spark).ok
+    return root
+
+
+def _snapshot(spark) -> dict[str, list]:
+    tables = {
+        "bronze": ["orders", "order_items", "customers", "products"],
+        "silver": [
+            "orders",
+            "order_items",
+            "customers",
+            "products",
+            "quarantine",
+            "dim_customer",
+            "fact_sales",
+        ],
+        "gold": ["daily_sales", "category_sales", "customer_rfm", "revenue_anomalies"],
+    }
+    out = {}
+    for layer, names in tables.items():
+        for name in names:
+            df = lake.read(spark, layer, name)
+            out[f"{layer}.{name}"] = sorted(map(repr, df.drop("_row_hash").collect()))
+    return out
+
+
+def test_rerun_changes_nothing(spark, small_lake):
+    with lake_at(small_lake):
+        before = _snapshot(spark)
+        result = run("all", spark=spark)
+        assert result.ok, result.error
+        assert all(s.rows_in == 0 for s in result.steps if s.step.startswith("bronze."))
+        assert _snapshot(spark) == before
+
+
+def test_new_batch_reads_only_its_files(spark, small_lake):
+    with lake_at(small_lake):
+        manifests = generate(small_lake, orders=30, seed=5, defect_rate=0.05, append=True)
+        new_batch = manifests[-1]["batch_id"]
+        result = run("all", spark=spark)
+        assert result.ok, result.error
+        log = lake.read(spark, "bronze", "_ingested_files")
+        latest = log.filter(F.col("run_id") == result.run_id).select("file", "batch_id").collect()
+        assert {r["batch_id"] for r in latest} == {new_batch}
+        assert len(latest) == 4
+        # and the numbers still follow the contract after the increment
+        expected = reference.compute(small_lake / "landing")
+        daily = {r["order_date"]: r for r in _gold(spark, "daily_sales")}
+        assert {d: (r["orders"], r["net_revenue"]) for d, r in daily.items()} == {
+            d: (w["orders"], w["net_revenue"]) for d, w in expected.daily_sales.items()
+        }
+
+
+def test_empty_landing_zone_is_a_clear_error(spark, empty_lake):
+    result = run("all", spark=spark)
+    assert not result.ok
+    assert "generate data" in (result.error or "")
+    assert [s.status for s in result.steps][-1] == "skipped"
+
+
+def test_manifest_dates_are_deterministic(populated_lake):
+    """The as-of date comes from the data, so the same seed scores the same forever."""
+    expected = reference.compute(populated_lake / "landing", now=dt.datetime(2030, 1, 1))
+    as_of = {c["as_of_date"] for c in expected.customer_rfm.values()}
+    assert len(as_of) == 1 and next(iter(as_of)) <= dt.date(2026, 7, 1)
+    assert isinstance(next(iter(expected.daily_sales.values()))["net_revenue"], Decimal)
