@@ -8,6 +8,7 @@ draws with Plotly.
 from __future__ import annotations
 
 import logging
+import re
 
 import streamlit as st
 from streamlit.errors import FragmentHandledException
@@ -76,4 +77,5 @@ except FragmentHandledException:  # Streamlit already showed it inside the fragm
     raise
 except Exception as exc:  # last resort: one readable line for the user, the traceback to the log
     logging.getLogger("shoplake.app").exception("page %s failed", page.title)
-    st.error(f"This page could not be drawn: {readable_error(exc)}")
+    message = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", readable_error(exc))
+    st.error(f"This page could not be drawn: {message}")

@@ -67,7 +67,7 @@ with left:
         last = summary.iloc[0]
         ok = last["status"] == "succeeded"
         (st.success if ok else st.error)(
-            f"Run `{last['run_id']}` {last['status']} {ui.ago(last['finished_at'])}: "
+            f"Run {ui.plain(last['run_id'])} {last['status']} {ui.ago(last['finished_at'])}: "
             f"{int(last['steps'])} steps in {last['seconds']:.1f} s"
         )
         st.page_link(ui.PAGES["pipeline"], label="Pipeline history", icon=":material/history:")
@@ -83,7 +83,8 @@ with right:
             ui.pct(scores["score"].mean()),
             help="A table's score is the mean pass rate of its rules in its latest run.",
         )
-        st.caption(f"Lowest: {worst['layer']}.{worst['table']} at {ui.pct(worst['score'])}")
+        lowest = ui.plain(f"{worst['layer']}.{worst['table']}")
+        st.caption(f"Lowest: {lowest} at {ui.pct(worst['score'])}")
         st.page_link(ui.PAGES["quality"], label="Quality report", icon=":material/verified:")
 
 # --- streaming -----------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ if running is not None:
 job = app_state.last("generate")
 if job is not None and not job.running:
     if job.error:
-        st.error(f"Generation failed: {job.error}")
+        st.error(f"Generation failed: {ui.plain(job.error)}")
     else:
         manifests: list[dict] = list(job.result or [])
         sources = sorted({s for m in manifests for s in (m.get("rows") or {})})

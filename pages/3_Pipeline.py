@@ -67,7 +67,7 @@ job = app_state.last("run")
 if job is not None and not job.running:
     result = job.result
     if job.error:
-        (st.warning if "already in progress" in job.error else st.error)(job.error)
+        (st.warning if "already in progress" in job.error else st.error)(ui.plain(job.error))
     elif result is not None:
         steps = pd.DataFrame(
             [
@@ -84,14 +84,14 @@ if job is not None and not job.running:
         )
         if result.status == "succeeded":
             st.success(
-                f"Run `{result.run_id}` succeeded: {len(result.steps)} steps "
+                f"Run {ui.plain(result.run_id)} succeeded: {len(result.steps)} steps "
                 f"in {job.elapsed:.1f} s."
             )
         else:
-            st.error(f"Run `{result.run_id}` failed: {result.error}")
+            st.error(f"Run {ui.plain(result.run_id)} failed: {ui.plain(result.error)}")
             for s in result.steps:
                 if s.error:
-                    st.error(f"{s.step}: {s.error}")
+                    st.error(f"{ui.plain(s.step)}: {ui.plain(s.error)}")
         st.dataframe(steps, hide_index=True, width="stretch")
 
 # --- history from gold.pipeline_runs -------------------------------------------------------------
@@ -106,7 +106,7 @@ if summary.empty:
 m1, m2, m3, m4 = st.columns(4)
 last = summary.iloc[0]
 m1.metric("Runs", ui.count(len(summary)))
-m2.metric("Last run", last["status"], help=f"run {last['run_id']}")
+m2.metric("Last run", last["status"], help=f"run {ui.plain(last['run_id'])}")
 m3.metric("Last duration (s)", f"{last['seconds']:.1f}")
 m4.metric("Rows quarantined (last run)", ui.count(last["rows_quarantined"]))
 
@@ -127,7 +127,7 @@ ui.chart(fig, key="durations")
 
 # --- reconciliation of a run ---------------------------------------------------------------------
 st.subheader("Reconciliation")
-run_id = st.selectbox("Run", summary["run_id"].tolist(), index=0)
+run_id = st.selectbox("Run", summary["run_id"].tolist(), index=0, key="recon_run")
 steps = read.step_reconciliation(runs, run_id)
 st.caption(
     "Silver steps: rows in = rows out + quarantined + exact duplicates + superseded versions; "
@@ -137,11 +137,11 @@ st.caption(
 st.dataframe(steps, hide_index=True, width="stretch")
 unbalanced = steps[steps["balanced"].eq(False).fillna(False)]
 if not unbalanced.empty:
-    st.warning(f"Steps that lose rows: {', '.join(unbalanced['step'])}")
+    st.warning(f"Steps that lose rows: {ui.plain(', '.join(unbalanced['step']))}")
 detail = read.reconciliation_detail(runs, run_id)
 if not detail.empty:
     with st.expander("Reconciliation counters recorded by each step"):
         st.dataframe(detail, hide_index=True, width="stretch")
 for row in steps.itertuples():
     if isinstance(row.error, str) and row.error:
-        st.error(f"{row.step}: {row.error}")
+        st.error(f"{ui.plain(row.step)}: {ui.plain(row.error)}")

@@ -72,7 +72,10 @@ else:
     if sample.empty:
         action = failing.loc[failing["rule"] == rule, "action"]
         kind = action.iloc[0] if not action.empty else "this"
-        st.caption(f"No quarantined record for `{rule}` ({kind} rules keep or stop, not move).")
+        st.caption(
+            f"No quarantined record for {ui.plain(rule)} "
+            f"({ui.plain(kind)} rules keep or stop, not move)."
+        )
     else:
         st.dataframe(sample, hide_index=True, width="stretch")
     if not counts.empty:

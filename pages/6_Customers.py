@@ -6,6 +6,8 @@ page only counts and draws them.
 
 from __future__ import annotations
 
+import re
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -125,9 +127,9 @@ e1, e2 = st.columns([2, 3])
 segment = e1.selectbox("Segment", list(segments["rfm_segment"]), key="export_segment")
 members = rfm[rfm["rfm_segment"] == segment]
 e2.download_button(
-    f"Download {len(members):,} {segment} customers (CSV)",
+    f"Download {len(members):,} {ui.plain(segment)} customers (CSV)",
     data=lambda: ui.csv_bytes(members),
-    file_name=f"shoplake_rfm_{segment}.csv",
+    file_name=f"shoplake_rfm_{re.sub(r'[^A-Za-z0-9_-]', '_', str(segment))}.csv",
     mime="text/csv",
     icon=":material/download:",
     key="export",

@@ -11,6 +11,7 @@ them; small frames use `st.cache_data`.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import runpy
 import time
 from collections.abc import Callable, Sequence
@@ -153,6 +154,19 @@ def refresh() -> None:
 # ----------------------------------------------------------------------------- formatting
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(value: object) -> str:
+    """Text from the data, made inert for elements that render Markdown (st.error, captions).
+
+    Escapes Markdown and Streamlit's own syntax (:icons:, :color[...]), so a
+    record, an error message or a run id can neither format, link nor load an
+    image. Tables and charts show data as data and need none of this.
+    """
+    return _MARKDOWN.sub(r"\\\1", str(value))
+
+
 def money(value: float | None) -> str:
     return "—" if value is None or pd.isna(value) else f"{value:,.2f}"
 
@@ -262,7 +276,7 @@ def follow(job: app_state.Job, watch: SparkWatch | None = None, poll: float = 0.
 
 
 def _draw(job: app_state.Job, bar: Any, spark_bar: Any, stages: Any, watch: Any) -> None:
-    bar.progress(job.fraction, text=f"{job.message} · {job.elapsed:.0f} s")
+    bar.progress(job.fraction, text=f"{plain(job.message)} · {job.elapsed:.0f} s")
     if watch is None or not watch.available:
         return
     rows = stage_rows(watch.poll())

@@ -49,6 +49,7 @@ CHANNELS = ["web", "mobile", "marketplace", "store"]
 STATUSES = ["pending", "processing", "shipped", "delivered", "cancelled", "returned"]
 STATUS_P = [0.04, 0.10, 0.15, 0.59, 0.07, 0.05]
 REVENUE = {"processing", "shipped", "delivered"}
+HOSTILE_ERROR = "![x](http://example.invalid/x.png) <b>boom</b> :red[alert]"
 
 
 def free_port() -> int:
@@ -355,6 +356,22 @@ def write_synthetic_lake(lake: Path, orders: int = 5_000, seed: int = 7) -> dict
                     "checked_at": t0 + dt.timedelta(minutes=1),
                 }
             )
+    # an earlier failed run whose error text is hostile Markdown: it must be shown inert
+    failed = now - dt.timedelta(hours=1)
+    run_rows.insert(
+        0,
+        {
+            "run_id": "20250701T070000-ffffff",
+            "step": "silver.orders",
+            "started_at": failed,
+            "finished_at": failed + dt.timedelta(seconds=3),
+            "status": "failed",
+            "rows_in": 10,
+            "rows_out": 0,
+            "rows_quarantined": 0,
+            "error": HOSTILE_ERROR,
+        },
+    )
     ts_type = pa.timestamp("us", tz="UTC")
     runs = pa.Table.from_pylist(
         run_rows,

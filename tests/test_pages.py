@@ -287,6 +287,19 @@ def test_pipeline_and_home_numbers(point_lake, pages_synthetic_lake: Path) -> No
     assert metric(at, "Gold rows") == f"{gold_rows:,}"
 
 
+def test_error_text_from_the_data_is_shown_inert(point_lake, pages_synthetic_lake: Path) -> None:
+    """A step error is data: Markdown in it must not format, link or load an image."""
+    point_lake(pages_synthetic_lake)
+    at = open_page("pipeline")
+    assert_clean(at)
+    at.selectbox(key="recon_run").set_value("20250701T070000-ffffff").run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1, errors
+    assert "![x](" not in errors[0] and "<b>" not in errors[0]
+    assert r"\!\[x\]" in errors[0] and r"\:red\[alert\]" in errors[0]
+
+
 def test_read_cannot_leave_the_lake(point_lake, pages_synthetic_lake: Path) -> None:
     from pipeline import read
 

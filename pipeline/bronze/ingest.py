@@ -6,17 +6,48 @@ the log only after its rows are committed; a crash in between is repaired on
 the next run by looking for the file's rows in the Bronze table itself, so
 a file is never read twice and never lost. An unreadable file is logged by
 name with the reason, and the rest of the batch is still ingested.
+
+How hostile files are read (``tests/test_corpus.py`` holds one case each):
+
+- Compression: plain files and gzip (``.csv.gz``, ``.jsonl.gz``; Spark
+  decompresses them itself). A gzip file is checked end to end before Spark
+  reads it, so a truncated one is reported by name instead of failing the
+  batch's commit. Other compressions (``.zip``, ``.bz2``, ...) and gzipped
+  Parquet are reported as unreadable with the reason.
+- An empty (0-byte) file is unreadable ("empty file"): it is usually a copy in
+  progress, and an unreadable file is read again once its size changes. A CSV
+  holding only a header is a complete, empty batch and is ingested with 0 rows.
+- CSV follows RFC 4180: a quoted field may hold the delimiter, a doubled quote
+  and newlines (Spark's ``multiLine``), and a line with too few or too many
+  fields is kept whole as ``_raw``. The price: an opening quote that is never
+  closed swallows the text up to the next quote into one malformed record
+  (still kept, as raw text). The header decides the columns: names are matched
+  case-insensitively, in any order; a repeated name counts once; unknown ones
+  are extra, absent ones null. The delimiter is the one of ``, ; TAB |`` whose
+  split of the header names the most contract columns (a note says which).
+- JSON: one object per line (JSON Lines; blank lines are not records). A
+  file whose first character is ``[`` is one JSON array of records. A record
+  that is not a JSON object, has text after its closing brace, or holds an
+  object or array where a scalar belongs is kept whole as ``_raw`` (malformed).
+- Parquet: any scalar column type is read as its text; a struct, array or map
+  where a scalar belongs makes every record of the file malformed.
+- Text is UTF-8 (a BOM is allowed). A record with bytes that are not UTF-8
+  (decoded as U+FFFD) is kept as ``_raw`` (malformed), for every format.
+- Landing file names are literal: glob characters in them are escaped for Spark.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import io
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -25,6 +56,12 @@ from pipeline.config import settings
 from pipeline.contract import SOURCES, Source
 
 LOG_TABLE = "_ingested_files"
+
+CSV_DELIMITERS = (",", ";", "\t", "|")
+TEXT_COMPRESSION = ".gz"  # the one compression accepted (CSV and JSON)
+OTHER_COMPRESSION = (".zip", ".bz2", ".xz", ".zst", ".lz4", ".snappy", ".7z", ".tgz", ".z")
+REPLACEMENT_CHAR = "\ufffd"  # what undecodable bytes become
+_GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
 
 LOG_SCHEMA = T.StructType(
     [
@@ -58,6 +95,14 @@ class FileInfo:
     def batch_id(self) -> str:
         return self.path.name.split(".")[0]
 
+    def note(self, text: str) -> None:
+        """Logged in the ``error`` column of an ingested file (it is not an error there)."""
+        self.error = text if not self.error else f"{self.error}; {text}"
+
+
+class UnreadableFileError(RuntimeError):
+    """The file cannot be read at all: it is logged by name and retried once replaced."""
+
 
 @dataclass
 class IngestResult:
@@ -66,6 +111,7 @@ class IngestResult:
     rows: int
     unparseable: int
     unreadable: list[str]
+    drifted: list[str] = field(default_factory=list)
 
 
 def landing_files(source: Source) -> list[Path]:
@@ -81,30 +127,78 @@ def _file_info(p: Path) -> FileInfo:
     return FileInfo(p, stat.st_size, dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC))
 
 
-def _csv_header(p: Path) -> list[str]:
-    with open(p, encoding="utf-8-sig", errors="replace", newline="") as handle:
+def _spark_path(p: Path) -> str:
+    """Spark globs ``* ? [ ] { }`` in a path; a landing file name is literal."""
+    return _GLOB_CHARS.sub(r"\\\1", str(p))
+
+
+def _open_text(p: Path):
+    if p.suffix.lower() == TEXT_COMPRESSION:
+        return gzip.open(p, "rt", encoding="utf-8-sig", errors="replace", newline="")
+    return open(p, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
+
+
+def _check_container(info: FileInfo, source: Source) -> None:
+    """Refuse what Spark cannot read as a whole, with a reason a person can act on."""
+    suffix = info.path.suffix.lower()
+    if info.size == 0:
+        raise UnreadableFileError("empty file (0 bytes); it is read again once it has content")
+    if suffix in OTHER_COMPRESSION:
+        raise UnreadableFileError(f"{suffix} compression is not supported (plain or .gz files)")
+    if suffix == TEXT_COMPRESSION:
+        if source.fmt == "parquet":
+            raise UnreadableFileError(
+                "gzipped Parquet is not supported (Parquet compresses itself)"
+            )
+        try:
+            with gzip.open(info.path, "rb") as handle:
+                while handle.read(1 << 20):
+                    pass
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UnreadableFileError(f"corrupt or truncated gzip: {exc}") from exc
+
+
+def _csv_layout(p: Path, source: Source) -> tuple[list[str], str]:
+    """The header's column names (trimmed, lower-case) and the delimiter that yields them."""
+    with _open_text(p) as handle:
         first = handle.readline()
-    row = next(csv.reader(io.StringIO(first)), [])
-    return [c.strip() for c in row]
+    best: tuple[int, list[str], str] = (-1, [], ",")
+    for delimiter in CSV_DELIMITERS:
+        row = next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
+        names = [c.strip().lower() for c in row]
+        score = len(set(names) & set(source.columns))
+        if score > best[0]:
+            best = (score, names, delimiter)
+    return best[1], best[2]
 
 
 def _as_text_lines(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
     """A file whose shape is unusable: every line kept as raw text, to be quarantined."""
-    lines = spark.read.text(str(info.path)).select(F.col("value").alias("_raw"))
+    lines = spark.read.text(_spark_path(info.path)).select(F.col("value").alias("_raw"))
     if source.fmt == "csv":
         lines = lines.offset(1)  # the (unusable) header
+    lines = lines.filter(~F.col("_raw").rlike(r"^\s*$"))
     return lines.select(*[F.lit(None).cast("string").alias(c) for c in source.columns], "_raw")
 
 
 def _read_csv(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
-    header = _csv_header(info.path)
-    known = [c for c in header if c in source.columns]
-    info.missing = [c for c in source.columns if c not in header]
-    info.extra = [c for c in header if c not in source.columns]
+    header, delimiter = _csv_layout(info.path, source)
+    file_cols: list[str] = []
+    for i, name in enumerate(header):
+        known_once = name in source.columns and name not in file_cols
+        file_cols.append(name if known_once else f"_c{i}")
+    known = [c for c in file_cols if c in source.columns]
+    info.missing = [c for c in source.columns if c not in known]
+    info.extra = [
+        name if name not in source.columns else f"{name} (repeated)"
+        for name, col in zip(header, file_cols, strict=True)
+        if col.startswith("_c")
+    ]
     if not any(k in known for k in source.key):
-        info.error = f"header names none of the key columns {list(source.key)}: {header[:10]}"
+        info.note(f"header names none of the key columns {list(source.key)}: {header[:10]}")
         return _as_text_lines(spark, info, source)
-    file_cols = [f"_c{i}" if c not in source.columns else c for i, c in enumerate(header)]
+    if delimiter != ",":
+        info.note(f"read with delimiter {delimiter!r}")
     schema = T.StructType(
         [T.StructField(c, T.StringType()) for c in file_cols]
         + [T.StructField("_raw", T.StringType())]
@@ -112,11 +206,14 @@ def _read_csv(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
     df = (
         spark.read.schema(schema)
         .option("header", True)
+        .option("sep", delimiter)
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", "_raw")
         .option("encoding", "UTF-8")
-        .option("multiLine", False)
-        .csv(str(info.path))
+        .option("multiLine", True)  # RFC 4180: quoted fields may hold newlines
+        .option("quote", '"')
+        .option("escape", '"')  # a quote inside a quoted field is doubled, as RFC 4180 says
+        .csv(_spark_path(info.path))
     )
     return df.select(
         *[F.col(c) if c in known else F.lit(None).cast("string").alias(c) for c in source.columns],
@@ -124,30 +221,93 @@ def _read_csv(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
     )
 
 
+def _starts_with_array(p: Path) -> bool:
+    with _open_text(p) as handle:
+        head = handle.read(4096).lstrip()
+    return head.startswith("[")
+
+
+def _json_texts(spark: SparkSession, info: FileInfo) -> DataFrame:
+    """One row per record, column ``value``: its JSON text."""
+    location = _spark_path(info.path)
+    if _starts_with_array(info.path):
+        info.note("a JSON array of records, not JSON Lines")
+        whole = spark.read.text(location, wholetext=True)
+        elements = F.from_json(F.col("value"), "array<string>")
+        # a document that does not parse stays one record: its whole text, malformed
+        records = F.explode(F.coalesce(elements, F.array(F.col("value"))))
+        return whole.select(F.coalesce(records, F.lit("null")).alias("value"))
+    lines = spark.read.text(location).select(
+        F.regexp_replace(F.col("value"), "^\ufeff", "").alias("value")
+    )
+    return lines.filter(~F.col("value").rlike(r"^\s*$"))
+
+
 def _read_json(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
-    schema = T.StructType(
-        [T.StructField(c, T.StringType()) for c in source.columns]
-        + [T.StructField("_raw", T.StringType())]
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in source.columns])
+    text = F.trim(F.col("value"))
+    is_object = (
+        F.expr("schema_of_variant(_v)").startswith("OBJECT")
+        & text.startswith("{")
+        & text.endswith("}")  # Spark's reader would silently drop text after the object
     )
-    return (
-        spark.read.schema(schema)
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", "_raw")
-        .json(str(info.path))
+    nested = [
+        F.coalesce(
+            F.expr(f"schema_of_variant(variant_get(_v, '$.{c}'))").rlike("^(OBJECT|ARRAY)"),
+            F.lit(False),
+        )
+        for c in source.columns
+    ]
+    checked = (
+        _json_texts(spark, info)
+        .select("value", F.expr("try_parse_json(value)").alias("_v"))
+        .select(
+            "value",
+            F.coalesce(is_object & ~_any(nested), F.lit(False)).alias("_ok"),
+            F.from_json(F.col("value"), schema).alias("_parsed"),
+        )
     )
+    return checked.select(
+        *[F.when(F.col("_ok"), F.col(f"_parsed.{c}")).alias(c) for c in source.columns],
+        F.when(~F.col("_ok"), F.col("value")).alias("_raw"),
+    )
+
+
+def _any(conditions: list[Column]) -> Column:
+    out = conditions[0]
+    for c in conditions[1:]:
+        out = out | c
+    return out
 
 
 def _read_parquet(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
-    df = spark.read.parquet(str(info.path))
+    df = spark.read.parquet(_spark_path(info.path))
     names = df.columns  # reads the footer now: a truncated file fails here, by name
-    info.missing = [c for c in source.columns if c not in names]
-    info.extra = [c for c in names if c not in source.columns]
+    by_lower: dict[str, str] = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), name)
+    present = {c: by_lower[c] for c in source.columns if c in by_lower}
+    info.missing = [c for c in source.columns if c not in present]
+    info.extra = [n for n in names if n not in present.values()]
+    nested = [
+        c
+        for c, actual in present.items()
+        if isinstance(df.schema[actual].dataType, T.StructType | T.ArrayType | T.MapType)
+    ]
+    raw = F.lit(None).cast("string")
+    if nested:
+        info.note(f"nested values where scalars belong: {nested}; its records are malformed")
+        raw = F.to_json(F.struct(*[F.col(a).alias(c) for c, a in present.items()]))
     return df.select(
         *[
-            F.col(c).cast("string").alias(c) if c in names else F.lit(None).cast("string").alias(c)
+            (
+                F.to_json(F.col(present[c])) if c in nested else F.col(present[c]).cast("string")
+            ).alias(c)
+            if c in present
+            else F.lit(None).cast("string").alias(c)
             for c in source.columns
         ],
-        F.lit(None).cast("string").alias("_raw"),
+        raw.alias("_raw"),
     )
 
 
@@ -155,10 +315,22 @@ READERS = {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}
 
 
 def read_file(spark: SparkSession, info: FileInfo, source: Source, ingested_at: dt.datetime):
+    _check_container(info, source)
     raw = READERS[source.fmt](spark, info, source)
+    # Undecodable bytes arrive as U+FFFD: the record is not trustworthy text, keep it raw.
+    undecodable = F.exists(
+        F.array(*[F.col(c) for c in source.columns]), lambda v: v.contains(REPLACEMENT_CHAR)
+    )
+    raw_text = F.coalesce(
+        F.col("_raw"),
+        F.when(
+            F.coalesce(undecodable, F.lit(False)),
+            F.to_json(F.struct(*[F.col(c) for c in source.columns])),
+        ),
+    )
     return raw.select(
         *source.columns,
-        "_raw",
+        raw_text.alias("_raw"),
         F.lit(info.path.name).alias("_source_file"),
         F.lit(info.batch_id).alias("_batch_id"),
         F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
@@ -217,8 +389,13 @@ def _log_rows(
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:500]
+    """The most specific reason: the JVM's last 'Caused by', else the first line."""
+    text = str(exc).strip()
+    causes = re.findall(r"Caused by: ([^\n]+)", text)
+    if causes:
+        return causes[-1].strip()[:500]
+    lines = text.splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:500]
 
 
 def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestResult:
@@ -269,7 +446,12 @@ def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestR
                 entries.append((info, n_rows, n_bad, "ingested", info.error))
     _log_rows(spark, source, entries, run_id, now)
     unreadable = [e[4] or e[0].path.name for e in entries if e[3] == "unreadable"]
-    return IngestResult(source.name, len(candidates), rows, bad, unreadable)
+    drifted = [
+        f"{e[0].path.name}: missing {e[0].missing or '-'}, extra {e[0].extra or '-'}"
+        for e in entries
+        if e[0].missing or e[0].extra
+    ]
+    return IngestResult(source.name, len(candidates), rows, bad, unreadable, drifted)
 
 
 def _count_by_file(df: DataFrame) -> dict[str, tuple[int, int]]:

@@ -19,9 +19,11 @@ def _run(source: str, ctx: Context) -> StepOutcome:
         [
             RuleCount("unparseable_line", "warn", result.rows, result.unparseable),
             RuleCount("unreadable_file", "warn", result.files, len(result.unreadable)),
+            RuleCount("schema_drift", "warn", result.files, len(result.drifted)),
         ],
     )
     out.notes.extend(result.unreadable)
+    out.notes.extend(result.drifted)
     return out
 
 

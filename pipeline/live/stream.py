@@ -1,33 +1,43 @@
 """The one live Structured Streaming query, exactly once end to end.
 
 Source: Kafka (Spark's own kafka source) or the drop folder <lake>/stream_drop
-(JSON lines). Sink: ``foreachBatch``, where each micro-batch writes, in order,
+(JSON lines). Sink: ``foreachBatch``. Spark does every transformation
+(pipeline.live.events); each micro-batch then commits its small results, in
+this order:
 
-1. bronze.order_events   every raw record                  append, idempotent by batch
-2. silver.quarantine     invalid events with their rules   append, idempotent by batch
-3. gold.dq_results       the event rules' counts           append, idempotent by batch
-4. silver.order_events   first delivery of each valid event MERGE, insert-only on event_id
-5. gold.live_sales_minute the minutes this batch touched    MERGE on window_start,
-                                                            recomputed from step 4
-6. gold.live_alerts      minutes the watermark closed      MERGE, recomputed from step 5
-7. the query's watermark state                            overwrite, idempotent by batch
+1. bronze.order_events     every raw record                      append
+2. silver.quarantine       invalid events with their rule names  append
+3. gold.dq_results         the event rules' counts               append
+4. silver.order_events     first delivery of each valid event    append (new event_ids only)
+5. gold.live_sales_minute  the minutes this batch touched        MERGE on window_start,
+                                                                 recomputed from step 4
+6. gold.live_alerts        the minutes the watermark closed      MERGE, recomputed from step 5
+7. the query's state       max event_ts so far                   overwrite
 
 Why this is exact. Spark's checkpoint (<lake>/_checkpoints/live/<source>/spark)
 replays a micro-batch whose commit it did not record, with the same offsets or
-files. Appends carry Delta's ``txnAppId`` (the query id, stable across
-restarts) and ``txnVersion`` (the batch id), so Delta skips an append it
-already committed. The event store MERGE inserts only event_ids it does not
-hold, so a replay inserts nothing twice, and the gold tables are recomputed
-from the store, not incremented, so writing them again gives the same rows.
-The watermark a batch uses is kept with the id of the batch that moved it,
-so a replayed batch sees the watermark it saw the first time.
+files. Every append and the state overwrite carry a Delta app transaction
+(app id = the query id, stable across restarts; version = the batch id), and
+a table that already holds this batch's transaction is not written again.
+Step 4 also appends only event_ids the store does not hold, and steps 5-6
+recompute their rows from the store rather than add to them, so running a
+batch twice gives the same tables as running it once. The state row keeps
+the max event_ts before and after the batch that wrote it, so a replayed
+batch sees the watermark it saw the first time.
 
-Watermark (DESIGN.md 'Live windows'): max event_ts of valid events seen in
-earlier batches minus 2 minutes. An event older than that is late: it stays in
-Bronze, is counted by the dq rule `within_watermark` and is not aggregated, as
-Spark's own watermark would drop it; so a closed minute never changes again,
-and alerts are evaluated once per minute, when it closes. Duplicates are found
-against the store's events newer than the watermark minus 2 minutes (the state
+Why delta-rs commits the results. A micro-batch's outputs are small (at most
+``maxOffsetsPerTrigger`` rows). Committing them through Spark's Delta writer
+costs a few Spark jobs and a log replay per table (seconds per batch on a
+small machine); the ``deltalake`` (delta-rs) writer commits the same Arrow
+data, with the same app transactions, in milliseconds. The tables stay
+ordinary Delta tables that Spark and delta-rs both read and write.
+
+Watermark (DESIGN.md 'Live windows'): max event_ts of the valid events of
+earlier batches minus 2 minutes. An older event is late: it stays in Bronze,
+is counted by the dq rule `within_watermark` and is not aggregated, as Spark's
+own watermark would drop it; so a closed minute never changes again, and its
+alerts are evaluated once, when it closes. Duplicates are looked up among the
+stored events newer than the watermark minus 2 minutes (the state that
 ``dropDuplicatesWithinWatermark`` would hold), so the lookup stays bounded.
 """
 
@@ -37,6 +47,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -44,10 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delta.tables import DeltaTable
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from pipeline.config import kafka_security_options, settings
@@ -65,6 +76,7 @@ QUERY_PREFIX = "shoplake_live_"
 DEFAULT_TRIGGER_SECONDS = 1.0
 DEFAULT_MAX_OFFSETS = 20000
 DEFAULT_MAX_FILES = 50
+MAINTENANCE_EVERY = 500  # batches between compactions of the live tables
 WATERMARK = dt.timedelta(seconds=ev.WATERMARK_SECONDS)
 MAX_ALERT_SPAN = dt.timedelta(days=1)
 
@@ -74,44 +86,57 @@ QUARANTINE = ("silver", "quarantine")
 DQ = ("gold", "dq_results")
 GOLD = ("gold", "live_sales_minute")
 ALERTS = ("gold", "live_alerts")
+_TABLES = {
+    "bronze": BRONZE,
+    "store": STORE,
+    "quarantine": QUARANTINE,
+    "dq": DQ,
+    "gold": GOLD,
+    "alerts": ALERTS,
+}
 
-DQ_SCHEMA = T.StructType(
+UTC_TS = pa.timestamp("us", tz="UTC")
+DQ_SCHEMA = pa.schema(
     [
-        T.StructField("run_id", T.StringType()),
-        T.StructField("layer", T.StringType()),
-        T.StructField("table", T.StringType()),
-        T.StructField("rule", T.StringType()),
-        T.StructField("action", T.StringType()),
-        T.StructField("rows_checked", T.LongType()),
-        T.StructField("rows_failed", T.LongType()),
-        T.StructField("pass_rate", T.DoubleType()),
-        T.StructField("checked_at", T.TimestampType()),
+        ("run_id", pa.string()),
+        ("layer", pa.string()),
+        ("table", pa.string()),
+        ("rule", pa.string()),
+        ("action", pa.string()),
+        ("rows_checked", pa.int64()),
+        ("rows_failed", pa.int64()),
+        ("pass_rate", pa.float64()),
+        ("checked_at", UTC_TS),
     ]
 )
-ALERT_SCHEMA = T.StructType(
+STATE_SCHEMA = pa.schema(
     [
-        T.StructField("window_start", T.TimestampType()),
-        T.StructField("metric", T.StringType()),
-        T.StructField("value", T.DoubleType()),
-        T.StructField("baseline", T.DoubleType()),
-        T.StructField("z_score", T.DoubleType()),
-        T.StructField("kind", T.StringType()),
+        ("app_id", pa.string()),
+        ("batch_id", pa.int64()),
+        ("max_event_ts", UTC_TS),
+        ("prev_max_event_ts", UTC_TS),
+        ("updated_at", UTC_TS),
     ]
 )
-GOLD_SCHEMA = T.StructType(
-    [
-        T.StructField("window_start", T.TimestampType()),
-        T.StructField("window_end", T.TimestampType()),
-        T.StructField("orders", T.LongType()),
-        T.StructField("units", T.LongType()),
-        T.StructField("net_revenue", ev.MONEY),
-        T.StructField("avg_order_value", ev.MONEY),
-    ]
-)
+GOLD_COLUMNS = ["window_start", "window_end", "orders", "units", "net_revenue", "avg_order_value"]
+ALERT_COLUMNS = ["window_start", "metric", "value", "baseline", "z_score", "kind"]
 
 
 class StreamError(RuntimeError):
     """The live query could not start or failed; the message says why."""
+
+
+class StreamStopped(RuntimeError):
+    """A micro-batch cut short by stop(); the batch is replayed on the next start."""
+
+
+# Spark decides whether a failed batch was "interrupted by stop" by a regex over
+# the error text (StreamExecution.isInterruptionException); the long Py4J text of
+# a real interruption overflows that regex's stack, so a stop says it briefly.
+_STOP_MESSAGE = (
+    "py4j.protocol.Py4JJavaError: An error occurred while calling foreachBatch.\n"
+    ": java.lang.InterruptedException: stopped by ShopLake"
+)
 
 
 # ---------------------------------------------------------------- locations
@@ -210,6 +235,131 @@ def read_source(spark: SparkSession, source: str, max_per_batch: int | None = No
     )
 
 
+# ---------------------------------------------------------------- time helpers
+
+# Instants cross between Python and Spark as epoch microseconds: a naive datetime
+# would be read in the Python process's local zone, whatever Spark's session says.
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _micros(ts: dt.datetime) -> int:
+    return (ts - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _ts(ts: dt.datetime) -> Column:
+    return F.timestamp_micros(F.lit(_micros(ts)))
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _floor_minute(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+# ---------------------------------------------------------------- Delta commits (delta-rs)
+
+
+def _nullable_type(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pa.list_(pa.field("element", _nullable_type(kind.value_type), nullable=True))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _nullable_type(f.type), True) for f in kind])
+    return kind
+
+
+def _nullable(table: pa.Table) -> pa.Table:
+    """Spark marks computed columns NOT NULL; a Delta table must not inherit that."""
+    schema = pa.schema([pa.field(f.name, _nullable_type(f.type), True) for f in table.schema])
+    return table.cast(schema)
+
+
+def _delta_table(path: str):
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(path)
+    except TableNotFoundError:
+        return None
+
+
+def commit_append(
+    path: str, table: pa.Table, app_id: str, version: int, mode: str = "append"
+) -> bool:
+    """Append (or overwrite) once per (app_id, version); False when already committed."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    target = _delta_table(path)
+    if target is not None:
+        done = target.transaction_version(app_id)
+        if done is not None and done >= version:
+            return False
+    write_deltalake(
+        target if target is not None else path,
+        _nullable(table),
+        mode=mode,  # type: ignore[arg-type]
+        schema_mode="merge" if mode == "append" else "overwrite",
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(app_id=app_id, version=version)]
+        ),
+    )
+    return True
+
+
+def commit_upsert(path: str, table: pa.Table, keys: list[str]) -> None:
+    """MERGE rows by key: matched rows replaced, new ones inserted (idempotent)."""
+    from deltalake import write_deltalake
+
+    if table.num_rows == 0:
+        return
+    target = _delta_table(path)
+    if target is None:
+        write_deltalake(path, _nullable(table), mode="append")
+        return
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    (
+        target.merge(_nullable(table), predicate, source_alias="s", target_alias="t")
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
+
+
+def read_arrow(path: str) -> pa.Table | None:
+    target = _delta_table(path)
+    return None if target is None else target.to_pyarrow_table()
+
+
+def _plain_type(kind: pa.DataType) -> pa.DataType:
+    if kind == pa.string_view() or kind == pa.large_string():
+        return pa.string()
+    if kind == pa.binary_view() or kind == pa.large_binary():
+        return pa.binary()
+    return kind
+
+
+def query_arrow(path: str, sql: str) -> pa.Table | None:
+    """Run SQL over one Delta table (named `t`) in delta-rs, pruning files by their stats.
+
+    Spark would first replay the table's log in a job of its own; after every
+    micro-batch's commit that costs more than the query.
+    """
+    from deltalake import QueryBuilder
+
+    target = _delta_table(path)
+    if target is None:
+        return None
+    table = pa.table(QueryBuilder().register("t", target).execute(sql).read_all())
+    schema = pa.schema([pa.field(f.name, _plain_type(f.type), True) for f in table.schema])
+    return table.cast(schema)
+
+
+def _sql_ts(ts: dt.datetime) -> str:
+    return f"TIMESTAMP '{ts.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
+
+
 # ---------------------------------------------------------------- batch writer
 
 
@@ -228,340 +378,6 @@ class BatchReport:
     finished_at: float = 0.0
 
 
-def _is_delta(spark: SparkSession, path: str) -> bool:
-    try:
-        return DeltaTable.isDeltaTable(spark, path)
-    except Exception:
-        return False
-
-
-def _ensure_table(spark: SparkSession, path: str, schema: T.StructType) -> None:
-    if not _is_delta(spark, path):
-        spark.createDataFrame([], schema).write.format("delta").mode("append").save(path)
-
-
-def _floor_minute(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(second=0, microsecond=0)
-
-
-# Instants cross between Python and Spark as epoch microseconds: a naive datetime
-# would be read in the Python process's local zone, whatever Spark's session says.
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _micros(ts: dt.datetime) -> int:
-    return (ts - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-def _from_micros(value: int | None) -> dt.datetime | None:
-    return None if value is None else _EPOCH + dt.timedelta(microseconds=int(value))
-
-
-def _ts(ts: dt.datetime) -> Column:
-    return F.timestamp_micros(F.lit(_micros(ts)))
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class BatchWriter:
-    """The foreachBatch function: one micro-batch, written so that a replay changes nothing.
-
-    Spark replays at most one batch, the first one of a run (the batch that was
-    in flight when the previous run stopped). So the first batch of each run
-    asks every append table whether its rows for this batch label are already
-    committed; later batches of the run are new for certain and append
-    directly. The event store needs no check: rows whose event_id it holds are
-    not appended again, so a replayed batch finds its own events there.
-    """
-
-    def __init__(self, source: str, fault: Callable[[str, int], None] | None = None):
-        self.source = source
-        self.fault = fault
-        self.app_id: str | None = None
-        self._app_ready = threading.Event()
-        self.paths = {name: table_path(t) for name, t in _TABLES.items()}
-        self.reports: list[BatchReport] = []
-        self.watermark: dt.datetime | None = None
-        self.lock = threading.Lock()
-        self._first_of_run = True
-        self._max_event_ts: dt.datetime | None = None
-        self._known_tables: set[str] = set()
-
-    def set_app_id(self, query_id: str) -> None:
-        """Called after every (re)start: the next batch may be a replay."""
-        self.app_id = query_id.replace("-", "")[:8]
-        self._first_of_run = True
-        self._app_ready.set()
-
-    def _hook(self, step: str, batch_id: int) -> None:
-        if self.fault is not None:
-            self.fault(step, batch_id)
-
-    def _label(self, batch_id: int) -> str:
-        return f"live-{self.source}-{self.app_id}-{batch_id:06d}"
-
-    # -------------------------------------------------------- idempotency helpers
-
-    def _exists(self, spark: SparkSession, name: str) -> bool:
-        if name in self._known_tables:
-            return True
-        found = _is_delta(spark, self.paths[name])
-        if found:
-            self._known_tables.add(name)
-        return found
-
-    def _committed(self, spark: SparkSession, name: str, column: str, label: str) -> bool:
-        """Did an earlier attempt of this batch commit its rows to this table?"""
-        if not self._exists(spark, name):
-            return False
-        rows = spark.read.format("delta").load(self.paths[name])
-        return bool(rows.filter(F.col(column) == label).limit(1).count())
-
-    def _append(
-        self, spark: SparkSession, df: DataFrame, name: str, column: str, label: str
-    ) -> None:
-        if self._first_of_run and self._committed(spark, name, column, label):
-            return
-        df.write.format("delta").mode("append").option("mergeSchema", "true").save(self.paths[name])
-        self._known_tables.add(name)
-
-    def _max_from_store(self, spark: SparkSession, label: str) -> dt.datetime | None:
-        """Max event_ts of the events earlier batches inserted (this batch's excluded)."""
-        if not self._exists(spark, "store"):
-            return None
-        store = spark.read.format("delta").load(self.paths["store"])
-        value = (
-            store.filter(F.col("_batch_id") != label)
-            .agg(F.max(F.unix_micros("event_ts")))
-            .first()[0]
-        )
-        return _from_micros(value)
-
-    # -------------------------------------------------------- the batch
-
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        if not self._app_ready.wait(120):
-            raise StreamError("the live query started without an id")
-        started = time.monotonic()
-        spark = batch.sparkSession
-        report = BatchReport(batch_id=batch_id)
-        now = _utcnow()
-        label = self._label(batch_id)
-        if self._first_of_run:
-            max_before = self._max_from_store(spark, label)
-        else:
-            max_before = self._max_event_ts
-        watermark = max_before - WATERMARK if max_before is not None else None
-
-        record_id = F.when(
-            F.col("topic").isNotNull(),
-            F.concat_ws("/", F.col("topic"), F.col("partition"), F.col("offset")),
-        ).otherwise(
-            F.concat(
-                F.col("source_file"),
-                F.lit(":"),
-                F.monotonically_increasing_id().cast("string"),
-            )
-        )
-        raw = batch.select(
-            *[F.col(c) for c in RAW_COLUMNS],
-            ev.event_id_of(F.col("value")).alias("event_id"),
-            record_id.alias("_record_id"),
-            F.lit(label).alias("_batch_id"),
-            _ts(now).alias("_ingested_at"),
-        ).persist()
-        try:
-            report.rows = raw.count()
-            if report.rows:
-                self._append(spark, raw, "bronze", "_batch_id", label)
-                self._hook("bronze", batch_id)
-                parsed = flag(ev.parse_events(raw.drop("event_id")), ev.EXPECTATIONS).persist()
-                try:
-                    max_after = self._process(
-                        spark, parsed, batch_id, label, now, watermark, max_before, report
-                    )
-                finally:
-                    parsed.unpersist()
-                self._max_event_ts = max_after
-            else:
-                self._max_event_ts = max_before
-            self._first_of_run = False
-        finally:
-            raw.unpersist()
-            report.seconds = time.monotonic() - started
-            report.finished_at = time.time()
-            with self.lock:
-                self.reports = [*self.reports[-199:], report]
-
-    def _process(
-        self,
-        spark: SparkSession,
-        parsed: DataFrame,
-        batch_id: int,
-        label: str,
-        now: dt.datetime,
-        watermark: dt.datetime | None,
-        max_before: dt.datetime | None,
-        report: BatchReport,
-    ) -> dt.datetime | None:
-        """Steps 2-6 of the module docstring; returns the max event_ts after this batch."""
-        rules = count_failures(parsed, ev.EXPECTATIONS)
-        quarantined = parsed.filter(is_quarantined())
-        report.quarantined = quarantined.count()
-        if report.quarantined:
-            self._append(spark, quarantine_rows(quarantined), "quarantine", "batch_id", label)
-        self._hook("quarantine", batch_id)
-
-        valid = parsed.filter(~is_quarantined())
-        first, _ = ev.first_per_event(valid, ["partition", "offset", "_record_id"])
-        events = ev.event_totals(first, keep=["_record_id", "_batch_id", "_ingested_at"])
-        late = F.col("event_ts") < _ts(watermark) if watermark else F.lit(False)
-        flagged = events.withColumn("_late", late)
-        if self._exists(spark, "store"):
-            # the state dropDuplicatesWithinWatermark would hold: events newer than
-            # the watermark minus its delay (Delta skips older files by their stats)
-            seen = spark.read.format("delta").load(self.paths["store"])
-            if watermark is not None:
-                seen = seen.filter(F.col("event_ts") > _ts(watermark - WATERMARK))
-            flagged = flagged.join(
-                seen.select("event_id").distinct().withColumn("_seen", F.lit(True)),
-                "event_id",
-                "left",
-            )
-        else:
-            flagged = flagged.withColumn("_seen", F.lit(None).cast("boolean"))
-        flagged = flagged.persist()
-        try:
-            totals = flagged.agg(
-                F.count(F.lit(1)).alias("distinct"),
-                F.sum(F.col("_late").cast("int")).alias("late"),
-                F.sum((~F.col("_late") & F.col("_seen").isNotNull()).cast("int")).alias("seen"),
-                F.max(F.when(~F.col("_late"), F.unix_micros("event_ts"))).alias("max_us"),
-                F.collect_set(F.when(~F.col("_late"), F.unix_micros("window_start"))).alias(
-                    "windows"
-                ),
-            ).first()
-            n_valid = report.rows - report.quarantined
-            distinct = int(totals["distinct"] or 0)
-            seen_count = int(totals["seen"] or 0)
-            report.late = int(totals["late"] or 0)
-            report.duplicates = (n_valid - distinct) + seen_count
-            report.inserted = distinct - report.late - seen_count
-            windows = sorted(totals["windows"] or [])
-
-            dq = _dq_rows(spark, label, now, rules, n_valid, distinct, report)
-            self._append(spark, dq, "dq", "run_id", label)
-            self._hook("dq", batch_id)
-
-            if report.inserted:
-                new = flagged.filter(~F.col("_late") & F.col("_seen").isNull())
-                new.drop("_late", "_seen").write.format("delta").mode("append").save(
-                    self.paths["store"]
-                )
-                self._known_tables.add("store")
-            self._hook("store", batch_id)
-        finally:
-            flagged.unpersist()
-
-        # windows holds every minute an on-time event of this batch falls in, also
-        # those of repeats: on a replay they are this batch's own, already stored
-        report.windows = len(windows)
-        if windows:
-            self._merge_gold(spark, windows)
-        self._hook("gold", batch_id)
-
-        candidates = [t for t in (max_before, _from_micros(totals["max_us"])) if t is not None]
-        max_after = max(candidates) if candidates else None
-        new_watermark = max_after - WATERMARK if max_after is not None else None
-        if new_watermark is not None and new_watermark != watermark:
-            report.alerts = self._evaluate_alerts(spark, watermark, new_watermark)
-        self._hook("alerts", batch_id)
-        report.watermark = new_watermark
-        self.watermark = new_watermark
-        return max_after
-
-    # -------------------------------------------------------- merges
-
-    def _merge_gold(self, spark: SparkSession, windows: list[int]) -> None:
-        """windows: the touched minutes as epoch microseconds."""
-        store = spark.read.format("delta").load(self.paths["store"])
-        starts = F.unix_micros("window_start")
-        touched = store.filter(
-            (F.col("window_start") >= F.timestamp_micros(F.lit(windows[0])))
-            & (F.col("window_start") <= F.timestamp_micros(F.lit(windows[-1])))
-            & starts.isin(*windows)
-        )
-        fresh = ev.minute_sales(touched)
-        if not self._exists(spark, "gold"):
-            _ensure_table(spark, self.paths["gold"], GOLD_SCHEMA)
-        (
-            DeltaTable.forPath(spark, self.paths["gold"])
-            .alias("t")
-            .merge(fresh.alias("s"), "t.window_start = s.window_start")
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-
-    def _evaluate_alerts(
-        self, spark: SparkSession, old: dt.datetime | None, new: dt.datetime
-    ) -> int:
-        """Alerts for the minutes that closed between the old and the new watermark."""
-        if not _is_delta(spark, self.paths["gold"]):
-            return 0
-        last_closed = _floor_minute(new) - dt.timedelta(minutes=1)
-        gold = spark.read.format("delta").load(self.paths["gold"])
-        first_ever = _from_micros(gold.agg(F.min(F.unix_micros("window_start"))).first()[0])
-        if first_ever is None:
-            return 0
-        first_eval = _floor_minute(old) if old is not None else first_ever
-        first_eval = max(first_eval, first_ever, last_closed - MAX_ALERT_SPAN)
-        if first_eval > last_closed:
-            return 0
-        series_start = max(first_ever, first_eval - dt.timedelta(minutes=ev.BASELINE_MINUTES))
-        minutes = gold.filter(
-            (F.col("window_start") >= _ts(series_start))
-            & (F.col("window_start") <= _ts(last_closed))
-        )
-        series = ev.zero_filled(minutes, _ts(series_start), _ts(last_closed))
-        alerts = ev.minute_alerts(series, _ts(first_eval)).persist()
-        try:
-            found = alerts.count()
-            if not found:
-                return 0
-            _ensure_table(spark, self.paths["alerts"], ALERT_SCHEMA)
-            self._merge_alerts(spark, alerts)
-        finally:
-            alerts.unpersist()
-        return found
-
-    def _merge_alerts(self, spark: SparkSession, alerts: DataFrame) -> None:
-        frame = alerts.select(*[F.col(f.name).cast(f.dataType) for f in ALERT_SCHEMA.fields])
-        (
-            DeltaTable.forPath(spark, self.paths["alerts"])
-            .alias("t")
-            .merge(
-                frame.alias("s"),
-                "t.window_start = s.window_start AND t.metric = s.metric AND t.kind = s.kind",
-            )
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-
-
-_TABLES = {
-    "bronze": BRONZE,
-    "store": STORE,
-    "quarantine": QUARANTINE,
-    "dq": DQ,
-    "gold": GOLD,
-    "alerts": ALERTS,
-}
-
-
 def quarantine_rows(quarantined: DataFrame) -> DataFrame:
     """silver.quarantine's shape (DESIGN.md section 4) for invalid events."""
     key = F.coalesce(F.col("event_id"), F.col("order_id"), F.col("_record_id"))
@@ -577,33 +393,258 @@ def quarantine_rows(quarantined: DataFrame) -> DataFrame:
     )
 
 
-def _dq_rows(
-    spark: SparkSession,
-    run_id: str,
-    now: dt.datetime,
-    rules: list[RuleCount],
-    n_valid: int,
-    distinct: int,
-    report: BatchReport,
-) -> DataFrame:
-    counts = [*rules]
-    counts.append(RuleCount("unique_event_id", "warn", n_valid, report.duplicates))
-    counts.append(RuleCount("within_watermark", "warn", distinct, report.late))
+def dq_table(run_id: str, now: dt.datetime, counts: list[RuleCount]) -> pa.Table:
+    """gold.dq_results rows (layer 'live', table 'order_events') for one micro-batch."""
     rows = [
-        (
-            run_id,
-            "live",
-            "order_events",
-            c.rule,
-            c.action,
-            int(c.rows_checked),
-            int(c.rows_failed),
-            float(c.pass_rate),
-            now,
-        )
+        {
+            "run_id": run_id,
+            "layer": "live",
+            "table": "order_events",
+            "rule": c.rule,
+            "action": c.action,
+            "rows_checked": int(c.rows_checked),
+            "rows_failed": int(c.rows_failed),
+            "pass_rate": float(c.pass_rate),
+            "checked_at": now,
+        }
         for c in counts
     ]
-    return spark.createDataFrame(rows, DQ_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=DQ_SCHEMA)
+
+
+class BatchWriter:
+    """The foreachBatch function: one micro-batch, written so that a replay changes nothing."""
+
+    def __init__(self, source: str, fault: Callable[[str, int], None] | None = None):
+        self.source = source
+        self.fault = fault  # tests: called after each step, may raise to simulate a crash
+        self.app_id = ""
+        self._app_ready = threading.Event()
+        self.paths = {name: table_path(t) for name, t in _TABLES.items()}
+        self.state_path = f"{checkpoint_root(source)}/state"
+        self.reports: list[BatchReport] = []
+        self.watermark: dt.datetime | None = None
+        self.lock = threading.Lock()
+        self.stop_requested = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def set_app_id(self, query_id: str) -> None:
+        self.app_id = f"shoplake-live-{query_id}"
+        self._app_ready.set()
+
+    def _hook(self, step: str, batch_id: int) -> None:
+        if self.fault is not None:
+            self.fault(step, batch_id)
+
+    def _label(self, batch_id: int) -> str:
+        return f"live-{self.source}-{self.app_id[-8:]}-{batch_id:06d}"
+
+    def _append(self, name: str, table: pa.Table, batch_id: int) -> None:
+        commit_append(self.paths[name], table, self.app_id, batch_id)
+
+    # -------------------------------------------------------- state
+
+    def _max_before(self, batch_id: int) -> dt.datetime | None:
+        """Max valid event_ts of the batches before this one (the same on a replay)."""
+        state = read_arrow(self.state_path)
+        rows = state.to_pylist() if state is not None else []
+        row = next((r for r in rows if r["app_id"] == self.app_id), None)
+        if row is None:
+            return None
+        return row["prev_max_event_ts"] if row["batch_id"] >= batch_id else row["max_event_ts"]
+
+    def _write_state(
+        self, batch_id: int, max_after: dt.datetime | None, max_before: dt.datetime | None
+    ) -> None:
+        row = {
+            "app_id": self.app_id,
+            "batch_id": batch_id,
+            "max_event_ts": max_after,
+            "prev_max_event_ts": max_before,
+            "updated_at": _utcnow(),
+        }
+        table = pa.Table.from_pylist([row], schema=STATE_SCHEMA)
+        commit_append(self.state_path, table, self.app_id, batch_id, mode="overwrite")
+
+    # -------------------------------------------------------- the batch
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        self.idle.clear()
+        try:
+            self._run_batch(batch, batch_id)
+        except Exception:
+            if self.stop_requested.is_set():
+                raise StreamStopped(_STOP_MESSAGE) from None
+            raise
+        finally:
+            self.idle.set()
+
+    def _run_batch(self, batch: DataFrame, batch_id: int) -> None:
+        if not self._app_ready.wait(120):
+            raise StreamError("the live query started without an id")
+        started = time.monotonic()
+        report = BatchReport(batch_id=batch_id)
+        now = _utcnow()
+        label = self._label(batch_id)
+        max_before = self._max_before(batch_id)
+        record_id = F.when(
+            F.col("topic").isNotNull(),
+            F.concat_ws("/", F.col("topic"), F.col("partition"), F.col("offset")),
+        ).otherwise(
+            F.concat(
+                F.col("source_file"), F.lit(":"), F.monotonically_increasing_id().cast("string")
+            )
+        )
+        raw = batch.select(
+            *[F.col(c) for c in RAW_COLUMNS],
+            ev.event_id_of(F.col("value")).alias("event_id"),
+            record_id.alias("_record_id"),
+            F.lit(label).alias("_batch_id"),
+            _ts(now).alias("_ingested_at"),
+        ).persist()
+        try:
+            bronze = raw.toArrow()
+            report.rows = bronze.num_rows
+            if report.rows:
+                self._append("bronze", bronze, batch_id)
+                self._hook("bronze", batch_id)
+                parsed = flag(ev.parse_events(raw.drop("event_id")), ev.EXPECTATIONS).persist()
+                try:
+                    self._process(parsed, batch_id, label, now, max_before, report)
+                finally:
+                    parsed.unpersist()
+            if batch_id and batch_id % MAINTENANCE_EVERY == 0:
+                self._maintain()
+        finally:
+            raw.unpersist()
+            report.seconds = time.monotonic() - started
+            report.finished_at = time.time()
+            with self.lock:
+                self.reports = [*self.reports[-199:], report]
+
+    def _process(
+        self,
+        parsed: DataFrame,
+        batch_id: int,
+        label: str,
+        now: dt.datetime,
+        max_before: dt.datetime | None,
+        report: BatchReport,
+    ) -> None:
+        """Steps 2-7 of the module docstring."""
+        spark = parsed.sparkSession
+        watermark = max_before - WATERMARK if max_before is not None else None
+        rules = count_failures(parsed, ev.EXPECTATIONS)
+        quarantined = quarantine_rows(parsed.filter(is_quarantined())).toArrow()
+        report.quarantined = quarantined.num_rows
+        if report.quarantined:
+            self._append("quarantine", quarantined, batch_id)
+        self._hook("quarantine", batch_id)
+
+        events = self._events(parsed, watermark).toArrow()
+        late = pc.fill_null(events["_late"], False)
+        seen = pc.is_in(events["event_id"], value_set=self._stored_ids(watermark))
+        on_time = events.filter(pc.invert(late))
+        fresh = events.filter(pc.and_(pc.invert(late), pc.invert(seen)))
+        n_valid = report.rows - report.quarantined
+        report.late = events.num_rows - on_time.num_rows
+        report.inserted = fresh.num_rows
+        report.duplicates = n_valid - report.late - report.inserted
+
+        checks = [
+            *rules,
+            RuleCount("unique_event_id", "warn", n_valid, report.duplicates),
+            RuleCount("within_watermark", "warn", events.num_rows, report.late),
+        ]
+        self._append("dq", dq_table(label, now, checks), batch_id)
+        self._hook("dq", batch_id)
+
+        if fresh.num_rows:
+            self._append("store", fresh.drop_columns(["_late"]), batch_id)
+        self._hook("store", batch_id)
+
+        # every minute an on-time event of this batch falls in, repeats included:
+        # on a replay those are this batch's own events, already in the store
+        windows = sorted(pc.unique(on_time["window_start"].cast(pa.int64())).to_pylist())
+        report.windows = len(windows)
+        if windows:
+            self._upsert_minutes(spark, windows)
+        self._hook("gold", batch_id)
+
+        latest = pc.max(on_time["event_ts"]).as_py() if on_time.num_rows else None
+        candidates = [t for t in (max_before, latest) if t is not None]
+        max_after = max(candidates) if candidates else None
+        new_watermark = max_after - WATERMARK if max_after is not None else None
+        if new_watermark is not None and (
+            watermark is None or _floor_minute(new_watermark) > _floor_minute(watermark)
+        ):
+            report.alerts = self._upsert_alerts(spark, watermark, new_watermark)
+        self._hook("alerts", batch_id)
+        if max_after != max_before:
+            self._write_state(batch_id, max_after, max_before)
+        self._hook("state", batch_id)
+        report.watermark = new_watermark
+        self.watermark = new_watermark
+
+    def _events(self, parsed: DataFrame, watermark: dt.datetime | None) -> DataFrame:
+        """The first delivery of each valid event of the batch, flagged when late."""
+        valid = parsed.filter(~is_quarantined())
+        first, _ = ev.first_per_event(valid, ["partition", "offset", "_record_id"])
+        events = ev.event_totals(first, keep=["_record_id", "_batch_id", "_ingested_at"])
+        late = F.col("event_ts") < _ts(watermark) if watermark is not None else F.lit(False)
+        return events.withColumn("_late", late)
+
+    def _stored_ids(self, watermark: dt.datetime | None) -> pa.Array:
+        """event_ids the store holds within the dedup horizon (watermark minus its delay)."""
+        where = f"WHERE event_ts > {_sql_ts(watermark - WATERMARK)}" if watermark else ""
+        ids = query_arrow(self.paths["store"], f"SELECT event_id FROM t {where}")
+        return pa.array([], pa.string()) if ids is None else ids["event_id"].combine_chunks()
+
+    def _upsert_minutes(self, spark: SparkSession, windows: list[int]) -> None:
+        """Recompute the touched minutes from the store; windows as epoch microseconds."""
+        low = _EPOCH + dt.timedelta(microseconds=windows[0])
+        high = _EPOCH + dt.timedelta(microseconds=windows[-1])
+        stored = query_arrow(
+            self.paths["store"],
+            "SELECT window_start, is_revenue, units, net_revenue FROM t "
+            f"WHERE window_start >= {_sql_ts(low)} AND window_start <= {_sql_ts(high)}",
+        )
+        if stored is None or stored.num_rows == 0:
+            return
+        minutes = ev.minute_sales(spark.createDataFrame(stored)).select(*GOLD_COLUMNS)
+        commit_upsert(self.paths["gold"], minutes.toArrow(), ["window_start"])
+
+    def _upsert_alerts(self, spark: SparkSession, old: dt.datetime | None, new: dt.datetime) -> int:
+        """Alerts for the minutes that closed between the old and the new watermark."""
+        first = query_arrow(self.paths["gold"], "SELECT min(window_start) AS first FROM t")
+        if first is None or first["first"][0].as_py() is None:
+            return 0
+        first_ever = first["first"][0].as_py()
+        last_closed = _floor_minute(new) - dt.timedelta(minutes=1)
+        first_eval = _floor_minute(old) if old is not None else first_ever
+        first_eval = max(first_eval, first_ever, last_closed - MAX_ALERT_SPAN)
+        if first_eval > last_closed:
+            return 0
+        series_start = max(first_ever, first_eval - dt.timedelta(minutes=ev.BASELINE_MINUTES))
+        minutes = query_arrow(
+            self.paths["gold"],
+            "SELECT window_start, orders, net_revenue FROM t "
+            f"WHERE window_start >= {_sql_ts(series_start)} "
+            f"AND window_start <= {_sql_ts(last_closed)}",
+        )
+        series = ev.zero_filled(spark.createDataFrame(minutes), _ts(series_start), _ts(last_closed))
+        alerts = ev.minute_alerts(series, _ts(first_eval)).select(*ALERT_COLUMNS).toArrow()
+        commit_upsert(self.paths["alerts"], alerts, ["window_start", "metric", "kind"])
+        return alerts.num_rows
+
+    def _maintain(self) -> None:
+        """Compact the small files many micro-batches leave behind."""
+        for name in ("bronze", "store", "gold", "alerts"):
+            target = _delta_table(self.paths[name])
+            if target is not None:
+                with contextlib.suppress(Exception):
+                    target.optimize.compact()
 
 
 # ---------------------------------------------------------------- query lifecycle
@@ -630,8 +671,6 @@ class _ProcessLock:
             raise StreamError(
                 f"the live query on this checkpoint already runs in {holder}; stop it first"
             ) from None
-        import os
-
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -797,6 +836,14 @@ def _supervise(
     live.lock.release()
 
 
+def _graceful_stop(query: StreamingQuery, writer: BatchWriter, timeout: float = 120.0) -> None:
+    """Let the batch in flight finish, then stop: a clean stop replays nothing."""
+    writer.stop_requested.set()
+    writer.idle.wait(timeout)
+    with contextlib.suppress(Exception):
+        query.stop()
+
+
 def stop(timeout: float = 120.0) -> dict[str, Any]:
     """Stop the live query of this process (a batch in flight finishes first)."""
     with _lock:
@@ -804,8 +851,7 @@ def stop(timeout: float = 120.0) -> dict[str, Any]:
         if live is None:
             return status()
         live.stop_requested = True
-        with contextlib.suppress(Exception):
-            live.query.stop()
+        _graceful_stop(live.query, live.writer, timeout)
         if live.supervisor is not None:
             live.supervisor.join(timeout)
         live.lock.release()
@@ -996,7 +1042,7 @@ def run_foreground(
                     seen += len(fresh)
         finally:
             if query.isActive:
-                query.stop()
+                _graceful_stop(query, writer)
         failure = query.exception()
         if failure is not None:
             raise StreamError(f"the live query failed: {_short(failure)}")
@@ -1023,13 +1069,8 @@ def run_foreground(
 
 def read_table(layer_table: tuple[str, str]):
     """A small live table as pandas through delta-rs (no Spark job); None if absent."""
-    from deltalake import DeltaTable as RsTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return RsTable(table_path(layer_table)).to_pandas()
-    except (TableNotFoundError, FileNotFoundError, OSError):
-        return None
+    table = read_arrow(table_path(layer_table))
+    return None if table is None else table.to_pandas()
 
 
 def dashboard_snapshot(now: dt.datetime | None = None) -> dict[str, Any]:
@@ -1044,9 +1085,9 @@ def dashboard_snapshot(now: dt.datetime | None = None) -> dict[str, Any]:
     minutes = read_table(GOLD)
     alerts = read_table(ALERTS)
     if minutes is None:
-        minutes = pd.DataFrame(columns=[f.name for f in GOLD_SCHEMA.fields])
+        minutes = pd.DataFrame(columns=GOLD_COLUMNS)
     if alerts is None:
-        alerts = pd.DataFrame(columns=[f.name for f in ALERT_SCHEMA.fields])
+        alerts = pd.DataFrame(columns=ALERT_COLUMNS)
     minutes = minutes.sort_values("window_start").reset_index(drop=True)
     alerts = alerts.sort_values("window_start", ascending=False).reset_index(drop=True)
     for frame in (minutes, alerts):

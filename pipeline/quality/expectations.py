@@ -81,15 +81,18 @@ def is_quarantined() -> Column:
     return F.size(F.col(QUARANTINE_RULES)) > 0
 
 
+def failure_aggregation(flagged: DataFrame, expectations: Sequence[Expectation]) -> DataFrame:
+    """One row: the row count and every rule's failures, as a single aggregation."""
+    aggs = [F.count(F.lit(1)).alias("_rows")]
+    for i, e in enumerate(expectations):
+        column = {"quarantine": QUARANTINE_RULES, "warn": WARN_RULES, "fail": FAIL_RULES}[e.action]
+        aggs.append(F.sum(F.array_contains(F.col(column), e.name).cast("int")).alias(f"_r{i}"))
+    return flagged.agg(*aggs)
+
+
 def count_failures(flagged: DataFrame, expectations: Sequence[Expectation]) -> list[RuleCount]:
     """Every rule's failure count from one aggregation over the flagged rows."""
-    aggs = [F.count(F.lit(1)).alias("_rows")]
-    for e in expectations:
-        column = {"quarantine": QUARANTINE_RULES, "warn": WARN_RULES, "fail": FAIL_RULES}[e.action]
-        aggs.append(
-            F.sum(F.array_contains(F.col(column), e.name).cast("int")).alias(f"_r{len(aggs)}")
-        )
-    row = flagged.agg(*aggs).first()
+    row = failure_aggregation(flagged, expectations).first()
     rows = int(row[0] or 0)
     return [
         RuleCount(e.name, e.action, rows, int(row[i + 1] or 0)) for i, e in enumerate(expectations)

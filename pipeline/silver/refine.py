@@ -9,6 +9,7 @@ and is counted, not assumed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,11 @@ class Refined:
         self.fated.unpersist()
 
 
+def expectations_enabled() -> bool:
+    """SHOPLAKE_EXPECTATIONS=off runs Silver without its rules, to measure their cost."""
+    return os.environ.get("SHOPLAKE_EXPECTATIONS", "on").lower() not in ("off", "0", "false")
+
+
 def refine(
     bronze: DataFrame,
     source: Source,
@@ -62,6 +68,8 @@ def refine(
 ) -> Refined:
     marked = mark_exact_duplicates(bronze, [*source.columns, "_raw"])
     duplicates = marked.filter(F.col(IS_DUPLICATE))
+    if not expectations_enabled():
+        expectations = []  # benchmark switch: the same run without the rules
     checked = flag(typed(marked.filter(~F.col(IS_DUPLICATE))), expectations)
     failing = checked.filter(is_quarantined())
     versioned = mark_versions(checked.filter(~is_quarantined()), source.key, updated_at)
