@@ -89,10 +89,16 @@ with right:
 
 # --- streaming -----------------------------------------------------------------------------------
 st.subheader("Live stream")
-live = read.live_freshness(ui.table("gold", "live_sales_minute", ["window_start", "window_end"]))
-if live["state"] == "never run":
-    st.write("The stream has not written any window yet.")
-else:
+
+
+@st.fragment(run_every="10s")
+def stream_status() -> None:
+    """Redrawn on its own every 10 s: the stream keeps writing while this page is open."""
+    minutes = ui.table("gold", "live_sales_minute", ["window_start", "window_end"])
+    live = read.live_freshness(minutes)
+    if live["state"] == "never run":
+        st.write("The stream has not written any window yet.")
+        return
     text = (
         f"Last 1-minute window ended {ui.ago(live['last_window_end'])} "
         f"({ui.count(live['windows'])} windows in total)."
@@ -100,6 +106,9 @@ else:
     (st.success if live["state"] == "live" else st.warning)(
         f"Stream {live['state']}: {text}", icon=":material/sensors:"
     )
+
+
+stream_status()
 st.page_link(ui.PAGES["live"], label="Live page", icon=":material/sensors:")
 
 # --- next steps ----------------------------------------------------------------------------------

@@ -105,7 +105,10 @@ with daily_tab:
                 },
             )
 
-with live_tab:
+
+@st.fragment(run_every="15s")
+def live_alerts() -> None:
+    """Redrawn on its own every 15 s while the stream may be adding alerts."""
     alerts = ui.table("gold", "live_alerts")
     if alerts.empty:
         st.info("No live alert: start the stream on the Live page to watch 1-minute windows.")
@@ -135,3 +138,7 @@ with live_tab:
             hide_index=True,
             width="stretch",
         )
+
+
+with live_tab:
+    live_alerts()

@@ -262,6 +262,9 @@ def follow(job: app_state.Job, watch: SparkWatch | None = None, poll: float = 0.
     reads are dropped and the page reruns to show the new data.
     """
     with st.status(f"{job.label} ...", expanded=True) as box:
+        url = watch.ui_url() if watch is not None and watch.available else None
+        if url:
+            st.caption(f"Stages and tasks below; full detail in the [Spark UI]({url}).")
         bar = st.progress(0.0, text=job.message)
         spark_bar = st.empty()
         stages = st.empty()

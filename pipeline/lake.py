@@ -29,7 +29,8 @@ def exists(spark: SparkSession, layer: str, table: str) -> bool:
 def read(spark: SparkSession, layer: str, table: str) -> DataFrame:
     location = path(layer, table)
     try:
-        return spark.read.format("delta").load(location)
+        # forPath reads the transaction log now, so a corrupt table fails here, by name.
+        return DeltaTable.forPath(spark, location).toDF()
     except Exception as exc:  # Spark raises many types; name the table in any case
         raise CorruptTableError(
             f"cannot read Delta table {layer}.{table} at {location}: {str(exc).splitlines()[0]}"

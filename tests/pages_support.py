@@ -422,4 +422,32 @@ def write_synthetic_lake(lake: Path, orders: int = 5_000, seed: int = 7) -> dict
         }
     )
     _write(lake, "silver", "quarantine", quarantine)
+
+    # ---- the live tables: 30 one-minute windows that ended half an hour ago (a stale stream)
+    t_end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=30)
+    starts = [t_end - dt.timedelta(minutes=30 - i) for i in range(30)]
+    live_orders = rng.integers(5, 40, 30)
+    live_net = np.round(live_orders * rng.uniform(40, 90, 30), 2)
+    live = pa.table(
+        {
+            "window_start": pa.array(starts, type=ts_type),
+            "window_end": pa.array([s + dt.timedelta(minutes=1) for s in starts], type=ts_type),
+            "orders": pa.array(live_orders.astype(np.int64)),
+            "units": pa.array((live_orders * 2).astype(np.int64)),
+            "net_revenue": _money(live_net),
+            "avg_order_value": _money(np.round(live_net / live_orders, 2)),
+        }
+    )
+    _write(lake, "gold", "live_sales_minute", live)
+    alerts = pa.table(
+        {
+            "window_start": pa.array(starts[5:8], type=ts_type),
+            "metric": pa.array(["net_revenue", "orders", "net_revenue"]),
+            "value": pa.array([9_000.0, 2.0, 10.0]),
+            "baseline": pa.array([1_500.0, 20.0, 1_500.0]),
+            "z_score": pa.array([5.2, -3.4, -3.1]),
+            "kind": pa.array(["spike", "drop", "drop"]),
+        }
+    )
+    _write(lake, "gold", "live_alerts", alerts)
     return {"orders": orders, "lines": n, "customers": len(cust)}

@@ -23,14 +23,18 @@ How hostile files are read (``tests/test_corpus.py`` holds one case each):
   closed swallows the text up to the next quote into one malformed record
   (still kept, as raw text). The header decides the columns: names are matched
   case-insensitively, in any order; a repeated name counts once; unknown ones
-  are extra, absent ones null. The delimiter is the one of ``, ; TAB |`` whose
-  split of the header names the most contract columns (a note says which).
-- JSON: one object per line (JSON Lines; blank lines are not records). A
-  file whose first character is ``[`` is one JSON array of records. A record
-  that is not a JSON object, has text after its closing brace, or holds an
-  object or array where a scalar belongs is kept whole as ``_raw`` (malformed).
+  are extra, absent ones null (a missing key column makes ``missing_key``).
+  The delimiter is the one of ``, ; TAB |`` whose split of the header names
+  the most contract columns (a note says which). A header naming no contract
+  column at all: every line is kept as ``_raw``.
+- JSON: one object per line (JSON Lines; blank lines are not records). A file
+  that is one JSON array (it starts with ``[``) holds one record per element.
+  A record that is not a JSON object, has text after its closing brace, holds
+  an object or array where a scalar belongs, or is not strict JSON (``NaN``,
+  repeated keys) is kept whole as ``_raw``. Scalars are read as their text.
 - Parquet: any scalar column type is read as its text; a struct, array or map
-  where a scalar belongs makes every record of the file malformed.
+  where a scalar belongs makes every record of the file malformed. Column
+  names are matched case-insensitively.
 - Text is UTF-8 (a BOM is allowed). A record with bytes that are not UTF-8
   (decoded as U+FFFD) is kept as ``_raw`` (malformed), for every format.
 - Landing file names are literal: glob characters in them are escaped for Spark.
@@ -42,6 +46,7 @@ import csv
 import datetime as dt
 import gzip
 import io
+import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -194,8 +199,8 @@ def _read_csv(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
         for name, col in zip(header, file_cols, strict=True)
         if col.startswith("_c")
     ]
-    if not any(k in known for k in source.key):
-        info.note(f"header names none of the key columns {list(source.key)}: {header[:10]}")
+    if not known:  # not this source's header (or an unknown delimiter): keep the lines raw
+        info.note(f"header names none of the source's columns: {header[:10]}")
         return _as_text_lines(spark, info, source)
     if delimiter != ",":
         info.note(f"read with delimiter {delimiter!r}")
@@ -221,22 +226,34 @@ def _read_csv(spark: SparkSession, info: FileInfo, source: Source) -> DataFrame:
     )
 
 
-def _starts_with_array(p: Path) -> bool:
+def _is_json_array_document(p: Path) -> bool:
+    """A file holding one JSON array (pretty-printed or on one line), not JSON Lines.
+
+    It starts with ``[`` and its first line is not a complete JSON value on its
+    own, or it is the file's only line. A JSON Lines file whose first line
+    happens to be an array stays JSON Lines (and that line is malformed).
+    """
     with _open_text(p) as handle:
-        head = handle.read(4096).lstrip()
-    return head.startswith("[")
+        first = handle.readline()
+        if not first.lstrip().startswith("["):
+            return False
+        try:
+            json.loads(first)
+        except ValueError:
+            return True
+        return not any(line.strip() for line in handle)
 
 
 def _json_texts(spark: SparkSession, info: FileInfo) -> DataFrame:
     """One row per record, column ``value``: its JSON text."""
     location = _spark_path(info.path)
-    if _starts_with_array(info.path):
+    if _is_json_array_document(info.path):
         info.note("a JSON array of records, not JSON Lines")
         whole = spark.read.text(location, wholetext=True)
         elements = F.from_json(F.col("value"), "array<string>")
         # a document that does not parse stays one record: its whole text, malformed
-        records = F.explode(F.coalesce(elements, F.array(F.col("value"))))
-        return whole.select(F.coalesce(records, F.lit("null")).alias("value"))
+        exploded = whole.select(F.explode(F.coalesce(elements, F.array(F.col("value")))).alias("v"))
+        return exploded.select(F.coalesce(F.col("v"), F.lit("null")).alias("value"))
     lines = spark.read.text(location).select(
         F.regexp_replace(F.col("value"), "^\ufeff", "").alias("value")
     )

@@ -222,19 +222,23 @@ def event_lines(valid: DataFrame) -> DataFrame:
 def event_totals(valid: DataFrame, keep: list[str] | None = None) -> DataFrame:
     """One row per valid event: who, when, its minute window, units and net revenue.
 
-    `keep` names lineage columns of `valid` to carry along (record id, batch).
+    The totals are the sums of event_lines' quantity and line_net, computed
+    inside each row with array functions (the same line_net expression), so a
+    micro-batch needs no shuffle to total its events. `keep` names lineage
+    columns of `valid` to carry along (record id, batch).
     """
-    lines = (
-        event_lines(valid)
-        .groupBy("event_id")
-        .agg(
-            F.sum("quantity").cast("long").alias("units"),
-            F.sum("line_net").cast(MONEY).alias("net_revenue"),
-            F.count(F.lit(1)).cast("int").alias("lines"),
-        )
+    nets = F.transform(
+        F.col("_items"),
+        lambda i: line_net(i["quantity"], i["unit_price"], i["discount_pct"]),
+    )
+    net_revenue = F.aggregate(nets, F.lit(0).cast(MONEY), lambda acc, x: (acc + x).cast(MONEY))
+    units = F.aggregate(
+        F.transform(F.col("_items"), lambda i: i["quantity"].cast("long")),
+        F.lit(0).cast("long"),
+        lambda acc, x: acc + x,
     )
     window = F.window(F.col("_event_ts"), WINDOW)
-    return valid.join(lines, on="event_id", how="inner").select(
+    return valid.select(
         F.col("event_id"),
         F.col("order_id"),
         F.col("customer_id"),
@@ -244,9 +248,9 @@ def event_totals(valid: DataFrame, keep: list[str] | None = None) -> DataFrame:
         F.col("_status").isin(*REVENUE_STATUSES).alias("is_revenue"),
         F.col("channel"),
         F.col("country"),
-        F.col("lines"),
-        F.col("units"),
-        F.col("net_revenue"),
+        F.size(F.col("_items")).alias("lines"),
+        units.alias("units"),
+        net_revenue.alias("net_revenue"),
         *[F.col(c) for c in keep or []],
     )
 

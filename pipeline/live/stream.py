@@ -496,13 +496,20 @@ class BatchWriter:
                 F.col("source_file"), F.lit(":"), F.monotonically_increasing_id().cast("string")
             )
         )
-        raw = batch.select(
-            *[F.col(c) for c in RAW_COLUMNS],
-            ev.event_id_of(F.col("value")).alias("event_id"),
-            record_id.alias("_record_id"),
-            F.lit(label).alias("_batch_id"),
-            _ts(now).alias("_ingested_at"),
-        ).persist()
+        # many small drop files arrive as as many partitions: a task each costs more
+        # than the rows in it
+        parallelism = max(1, batch.sparkSession.sparkContext.defaultParallelism)
+        raw = (
+            batch.coalesce(parallelism)
+            .select(
+                *[F.col(c) for c in RAW_COLUMNS],
+                ev.event_id_of(F.col("value")).alias("event_id"),
+                record_id.alias("_record_id"),
+                F.lit(label).alias("_batch_id"),
+                _ts(now).alias("_ingested_at"),
+            )
+            .persist()
+        )
         try:
             bronze = raw.toArrow()
             report.rows = bronze.num_rows

@@ -11,6 +11,11 @@ from pyspark.sql import functions as F
 
 MIN_TS = "2000-01-01 00:00:00"
 
+# Leading and trailing whitespace of any kind (tab, CR, no-break space, ...), not only
+# the ASCII space that F.trim removes: a value typed or exported with a stray tab
+# still parses, as Python's str.strip() (and tests/reference.py) would have it.
+_OUTER_WHITESPACE = r"(?U)^\s+|\s+$"
+
 # raw pattern -> Spark datetime pattern (None: ISO 8601, parsed by the cast rules)
 _TS_FORMATS: list[tuple[str, str | None]] = [
     (
@@ -49,9 +54,14 @@ REVENUE_STATUSES = ("processing", "shipped", "delivered")
 STATUSES = ("pending", "processing", "shipped", "delivered", "cancelled", "returned")
 
 
+def strip(raw: Column) -> Column:
+    """The text without outer whitespace of any kind."""
+    return F.regexp_replace(raw, _OUTER_WHITESPACE, "")
+
+
 def parse_timestamp(raw: Column) -> Column:
     """UTC timestamp from any accepted format, or null when none matches."""
-    value = F.trim(raw)
+    value = strip(raw)
     # "+0200" -> "+02:00" and "+02" -> "+02:00": the cast rules want a colon.
     iso = F.regexp_replace(value, r"([+-]\d{2}):?(\d{2})$", "$1:$2")
     iso = F.regexp_replace(iso, r"([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?[+-]\d{2})$", "$1:00")
@@ -77,19 +87,20 @@ def timestamp_in_future(ts: Column, ingested_at: Column) -> Column:
 
 def normalise_status(raw: Column) -> Column:
     """Canonical status, or null for anything unknown."""
-    key = F.regexp_replace(F.lower(F.trim(raw)), r"\s+", " ")
+    key = F.regexp_replace(F.lower(strip(raw)), r"(?U)\s+", " ")
     mapping = F.create_map(*[F.lit(x) for pair in STATUS_SYNONYMS.items() for x in pair])
     return F.element_at(mapping, key)
 
 
 def parse_int(raw: Column) -> Column:
     """Integer only when the text is a whole number (2.5 or 1e3 are not quantities)."""
-    value = F.trim(raw)
+    value = strip(raw)
     return F.when(value.rlike(r"^[+-]?\d{1,9}$"), value.try_cast("int"))
 
 
 def parse_decimal(raw: Column, precision: int = 18, scale: int = 4) -> Column:
-    value = F.trim(raw)
+    """A plain or scientific decimal; thousands separators, NaN and Infinity are not numbers."""
+    value = strip(raw)
     return F.when(
         value.rlike(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$"),
         value.try_cast(f"decimal({precision},{scale})"),
