@@ -34,13 +34,14 @@ first, last = min(dates), max(dates)
 # --- filters -------------------------------------------------------------------------------------
 PERIODS = {"Last 30 days": 30, "Last 90 days": 90, "Last 365 days": 365, "All": None}
 with st.container(border=True):
-    c1, c2, c3 = st.columns([5, 3, 3])
+    c1, c2 = st.columns([3, 2])
     period = c1.segmented_control(
         "Period", [*PERIODS, "Custom"], default="Last 90 days", key="period", required=True
     )
     grain = c2.segmented_control(
         "Granularity", ["day", "week", "month"], default="day", key="grain", required=True
     )
+    c3, d1, d2, d3 = st.columns(4)
     if period == "Custom":
         picked = c3.date_input(
             "Dates", (max(first, last - dt.timedelta(days=89)), last), first, last, key="dates"
@@ -50,8 +51,8 @@ with st.container(border=True):
         days = PERIODS.get(period or "All")
         start = first if days is None else max(first, last - dt.timedelta(days=days - 1))
         end = last
-        c3.caption(f"{start:%d %b %Y} – {end:%d %b %Y}")
-    d1, d2, d3 = st.columns(3)
+        c3.caption("Dates")
+        c3.markdown(f"{start:%d %b %Y} – {end:%d %b %Y}")
     categories = d1.multiselect(
         "Category", sorted(cube.categories), placeholder="All categories", key="f_category"
     )

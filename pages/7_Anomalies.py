@@ -58,12 +58,17 @@ with daily_tab:
                 x=anomalies["order_date"],
                 y=anomalies["baseline_mean"],
                 mode="lines",
-                line={"dash": "dot"},
+                line={"dash": "dot", "color": "#64748b"},
                 name="baseline mean",
             )
         )
         fig.add_trace(
-            go.Scatter(x=anomalies["order_date"], y=anomalies["net_revenue"], name="net revenue")
+            go.Scatter(
+                x=anomalies["order_date"],
+                y=anomalies["net_revenue"],
+                name="net revenue",
+                line={"color": "#0f766e"},
+            )
         )
         fig.add_trace(
             go.Scatter(
@@ -99,6 +104,7 @@ with daily_tab:
                 hide_index=True,
                 width="stretch",
                 column_config={
+                    "order_date": st.column_config.DateColumn("day", format="YYYY-MM-DD"),
                     "z_score": st.column_config.NumberColumn("z-score", format="%.2f"),
                     "baseline_mean": st.column_config.NumberColumn("baseline", format="%.2f"),
                     "baseline_std": st.column_config.NumberColumn("std", format="%.2f"),

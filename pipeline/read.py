@@ -766,15 +766,23 @@ def _cents(column: pa.ChunkedArray) -> np.ndarray:
 
 
 class SalesCube:
-    """silver.fact_sales as integer-coded numpy arrays, for fast filtered aggregates.
+    """silver.fact_sales pre-aggregated for fast, exact filtered aggregates.
 
-    Built once per table version (2.5M lines for 1M orders: a few seconds, ~100 MB,
-    see `sales_cube()`); each filtered aggregate then costs milliseconds, exactly:
-    money is kept in integer cents (sums of DECIMAL(18,2) line values, as the
-    contract defines totals) and orders are counted distinct through an
-    order-level index, so an order is counted once however many lines match.
-    Only revenue-bearing orders bring revenue, units and orders; cancelled and
-    returned orders are counted apart.
+    Built once per table version (2.5M lines for 1M orders: a few seconds; see
+    `sales_cube()`). Three small "cell" tables answer almost every question
+    without touching the lines again:
+
+    - line cells: revenue-bearing lines summed per (day, category, country,
+      channel): units, gross, net, cost;
+    - order cells: orders counted per (day, country, channel, status);
+    - pair cells: distinct (order, category) pairs per (day, category, country,
+      channel, status), i.e. "orders with at least one line in the category".
+
+    Money is summed in integer cents (the contract's totals are sums of
+    DECIMAL(18,2) line values, so they come out exact). Orders are always
+    counted distinct: with two or more categories selected an order may have
+    lines in several of them, so that case (and top products) falls back to
+    the order- and line-level arrays, still vectorised.
     """
 
     def __init__(self, table: pa.Table | None) -> None:
@@ -807,12 +815,13 @@ class SalesCube:
         self.o_country = np.zeros(n, dtype=np.int32)
         self.o_channel = np.zeros(n, dtype=np.int32)
         self.o_status = np.zeros(n, dtype=np.int32)
-        self.o_rev = np.zeros(n, dtype=bool)
         self.o_day[order_codes] = line_day
         self.o_country[order_codes] = country
         self.o_channel[order_codes] = channel
         self.o_status[order_codes] = status_codes
-        self.o_rev[order_codes] = line_rev
+        # whether a status brings revenue, as the fact table says (is_revenue_bearing)
+        s = max(len(self.statuses), 1)
+        self.rev_status = np.bincount(status_codes[line_rev], minlength=s)[:s] > 0
 
         # line level: revenue-bearing lines only (the others carry no revenue)
         keep = line_rev
@@ -827,7 +836,17 @@ class SalesCube:
         self.l_net = _cents(table.column("line_net"))[keep].astype(np.float64)
         self.l_cost = _cents(table.column("line_cost"))[keep].astype(np.float64)
 
-        # distinct (order, category) pairs, all statuses: "orders with a line in the category"
+        # calendar: day offsets and the month each day falls in
+        self.day0 = int(line_day.min()) if n else 0
+        self.span = int(line_day.max()) - self.day0 + 1 if n else 0
+        self.min_date = _EPOCH + dt.timedelta(days=self.day0) if n else None
+        self.max_date = _EPOCH + dt.timedelta(days=self.day0 + self.span - 1) if n else None
+        month_of = np.arange(self.span) + self.day0
+        month_of = month_of.astype("datetime64[D]").astype("datetime64[M]")
+        self.months = np.unique(month_of)
+        self.month_of_day = np.searchsorted(self.months, month_of).astype(np.int32)
+
+        # distinct (order, category) pairs, all statuses
         k = max(len(self.categories), 1)
         pair_key = order_codes.astype(np.int64) * k + cat
         if n * k <= 200_000_000:  # a bitmap is O(n); np.unique would sort
@@ -839,14 +858,47 @@ class SalesCube:
         self.p_order = (pair // k).astype(np.int32)
         self.p_cat = (pair % k).astype(np.int32)
 
-        # calendar: day offsets and the month each day falls in
-        self.day0 = int(line_day.min()) if n else 0
-        span = int(line_day.max()) - self.day0 + 1 if n else 0
-        self.min_date = _EPOCH + dt.timedelta(days=self.day0) if n else None
-        self.max_date = _EPOCH + dt.timedelta(days=self.day0 + span - 1) if n else None
-        month_of = (np.arange(span) + self.day0).astype("datetime64[D]").astype("datetime64[M]")
-        self.months = np.unique(month_of)
-        self.month_of_day = np.searchsorted(self.months, month_of).astype(np.int32)
+        # the cells
+        dims = {
+            "day": self.span,
+            "cat": k,
+            "country": max(len(self.countries), 1),
+            "channel": max(len(self.channels), 1),
+            "status": s,
+        }
+        l_country = self.o_country[self.l_order]
+        l_channel = self.o_channel[self.l_order]
+        self.lc = _cells(
+            dims,
+            {
+                "day": self.l_day - self.day0,
+                "cat": self.l_cat,
+                "country": l_country,
+                "channel": l_channel,
+            },
+            {"qty": self.l_qty, "gross": self.l_gross, "net": self.l_net, "cost": self.l_cost},
+        )
+        self.oc = _cells(
+            dims,
+            {
+                "day": self.o_day - self.day0,
+                "country": self.o_country,
+                "channel": self.o_channel,
+                "status": self.o_status,
+            },
+            {},
+        )
+        self.pc = _cells(
+            dims,
+            {
+                "day": self.o_day[self.p_order] - self.day0,
+                "cat": self.p_cat,
+                "country": self.o_country[self.p_order],
+                "channel": self.o_channel[self.p_order],
+                "status": self.o_status[self.p_order],
+            },
+            {},
+        )
         self._memo: dict[SalesFilter, tuple[np.ndarray, np.ndarray]] = {}
         self._memo_lock = threading.Lock()
 
@@ -855,12 +907,30 @@ class SalesCube:
     @staticmethod
     def _allowed(names: list[str], chosen: tuple[str, ...]) -> np.ndarray:
         if not chosen:
-            return np.ones(len(names), dtype=bool)
+            return np.ones(max(len(names), 1), dtype=bool)
         wanted = set(chosen)
         return np.array([name in wanted for name in names], dtype=bool)
 
+    def _status_ok(self, statuses: str) -> np.ndarray:
+        """'revenue', 'cancelled' or 'returned' as a mask over status codes."""
+        if statuses == "revenue":
+            return self.rev_status
+        return np.array([s == statuses for s in self.statuses] or [False], dtype=bool)
+
+    def _cell_mask(self, cells: dict[str, np.ndarray], f: SalesFilter) -> np.ndarray:
+        start = (f.start - _EPOCH).days - self.day0
+        end = (f.end - _EPOCH).days - self.day0
+        mask = (cells["day"] >= start) & (cells["day"] <= end)
+        if f.countries:
+            mask &= self._allowed(self.countries, f.countries)[cells["country"]]
+        if f.channels:
+            mask &= self._allowed(self.channels, f.channels)[cells["channel"]]
+        if f.categories and "cat" in cells:
+            mask &= self._allowed(self.categories, f.categories)[cells["cat"]]
+        return mask
+
     def _select(self, f: SalesFilter) -> tuple[np.ndarray, np.ndarray]:
-        """(orders matching the filter, revenue lines matching it); the last few are memoised."""
+        """(orders matching the filter, revenue lines matching it), memoised: the slow path."""
         with self._memo_lock:
             hit = self._memo.get(f)
         if hit is not None:
@@ -888,8 +958,36 @@ class SalesCube:
             self._memo[f] = (orders, lines)
         return orders, lines
 
-    def _status_code(self, status: str) -> int:
-        return self.statuses.index(status) if status in self.statuses else -1
+    def _order_counts(self, f: SalesFilter, by: str, statuses: str, size: int) -> np.ndarray:
+        """Distinct orders matching the filter and statuses, counted per `by`.
+
+        by: 'day' (offset from day0), 'country', 'channel' or 'cat'.
+        """
+        status_ok = self._status_ok(statuses)
+        if by == "cat" or len(f.categories) == 1:
+            cells = self.pc  # one category: an order has at most one pair in it
+        elif not f.categories:
+            cells = self.oc
+        else:  # several categories: an order may match through several, count it once
+            orders, _ = self._select(f)
+            hit = orders & status_ok[self.o_status]
+            key = {
+                "day": self.o_day - self.day0,
+                "country": self.o_country,
+                "channel": self.o_channel,
+            }[by]
+            return np.bincount(key[hit], minlength=size)[:size]
+        mask = self._cell_mask(cells, f) & status_ok[cells["status"]]
+        return np.bincount(cells[by][mask], weights=cells["n"][mask], minlength=size)[:size]
+
+    def _line_sums(self, f: SalesFilter, by: str, size: int) -> dict[str, np.ndarray]:
+        cells = self.lc
+        mask = self._cell_mask(cells, f)
+        key = cells[by][mask] if by != "month" else self.month_of_day[cells["day"][mask]]
+        return {
+            m: np.bincount(key, weights=cells[m][mask], minlength=size)[:size]
+            for m in ("qty", "gross", "net", "cost")
+        }
 
     # -- aggregates
 
@@ -898,62 +996,50 @@ class SalesCube:
         start = (f.start - _EPOCH).days
         span = max((f.end - f.start).days + 1, 0)
         dates = pd.to_datetime(np.arange(start, start + span).astype("datetime64[D]"))
+        out = pd.DataFrame({"order_date": dates})
         if self.empty or span == 0:
-            out = pd.DataFrame({c: np.zeros(span) for c in DAILY_COLUMNS[1:]})
-            out.insert(0, "order_date", dates)
+            for col in DAILY_COLUMNS[1:]:
+                out[col] = np.zeros(span)
             return out
-        orders, lines = self._select(f)
+        # cells count days from day0; the range may start before or end after the data
+        offset = start - self.day0
+        size = max(self.span, offset + span, 0)
+        lo, hi = max(offset, 0), offset + span
 
-        def per_day(days: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-            return np.bincount(days - start, weights=weights, minlength=span)[:span]
+        def window(values: np.ndarray) -> np.ndarray:
+            padded = np.zeros(span)
+            if hi > lo:
+                padded[lo - offset : hi - offset] = values[lo:hi]
+            return padded
 
-        day = self.l_day[lines]
-        rev_orders = orders & self.o_rev
-        out = pd.DataFrame(
-            {
-                "order_date": dates,
-                "orders": per_day(self.o_day[rev_orders]).astype(np.int64),
-                "units": per_day(day, self.l_qty[lines]).astype(np.int64),
-                "gross_revenue": per_day(day, self.l_gross[lines]) / 100,
-                "net_revenue": per_day(day, self.l_net[lines]) / 100,
-                "cost": per_day(day, self.l_cost[lines]) / 100,
-            }
-        )
+        sums = self._line_sums(f, "day", size)
+        out["orders"] = window(self._order_counts(f, "day", "revenue", size)).astype(np.int64)
+        out["units"] = window(sums["qty"]).astype(np.int64)
+        out["gross_revenue"] = window(sums["gross"]) / 100
+        out["net_revenue"] = window(sums["net"]) / 100
+        out["cost"] = window(sums["cost"]) / 100
         for status, col in (("cancelled", "cancelled_orders"), ("returned", "returned_orders")):
-            hit = orders & (self.o_status == self._status_code(status))
-            out[col] = per_day(self.o_day[hit]).astype(np.int64)
+            out[col] = window(self._order_counts(f, "day", status, size)).astype(np.int64)
         return out
 
     def by_dimension(self, f: SalesFilter, dimension: str) -> pd.DataFrame:
         """Orders, units, revenue and margin per category, country or channel."""
         cols = [dimension, "orders", "units", "net_revenue", "gross_margin", "margin_pct"]
+        key = {"category": "cat", "country": "country", "channel": "channel"}.get(dimension)
+        if key is None:
+            raise ValueError(f"unknown dimension {dimension}")
         if self.empty:
             return pd.DataFrame(columns=cols)
-        orders, lines = self._select(f)
-        rev_orders = orders & self.o_rev
-        if dimension == "category":
-            names = self.categories
-            line_key = self.l_cat[lines]
-            pair_ok = rev_orders[self.p_order] & self._allowed(names, f.categories)[self.p_cat]
-            order_counts = np.bincount(self.p_cat[pair_ok], minlength=len(names))
-        elif dimension in ("country", "channel"):
-            names = self.countries if dimension == "country" else self.channels
-            o_key = self.o_country if dimension == "country" else self.o_channel
-            line_key = o_key[self.l_order[lines]]
-            order_counts = np.bincount(o_key[rev_orders], minlength=len(names))
-        else:
-            raise ValueError(f"unknown dimension {dimension}")
+        names = {"cat": self.categories, "country": self.countries, "channel": self.channels}[key]
         k = len(names)
-        net = np.bincount(line_key, weights=self.l_net[lines], minlength=k)
-        cost = np.bincount(line_key, weights=self.l_cost[lines], minlength=k)
-        units = np.bincount(line_key, weights=self.l_qty[lines], minlength=k)
+        sums = self._line_sums(f, key, k)
         out = pd.DataFrame(
             {
                 dimension: names,
-                "orders": order_counts[:k].astype(np.int64),
-                "units": units.astype(np.int64),
-                "net_revenue": net / 100,
-                "gross_margin": (net - cost) / 100,
+                "orders": self._order_counts(f, key, "revenue", k).astype(np.int64),
+                "units": sums["qty"].astype(np.int64),
+                "net_revenue": sums["net"] / 100,
+                "gross_margin": (sums["net"] - sums["cost"]) / 100,
             }
         )
         out["margin_pct"] = out["gross_margin"] / out["net_revenue"].replace(0, np.nan)
@@ -988,13 +1074,13 @@ class SalesCube:
         cols = ["month", "category", "net_revenue", "gross_margin", "revenue_share"]
         if self.empty:
             return pd.DataFrame(columns=cols)
-        _, lines = self._select(f)
         k, m = len(self.categories), len(self.months)
-        cell = self.month_of_day[self.l_day[lines] - self.day0].astype(np.int64) * k
-        cell += self.l_cat[lines]
-        net = np.bincount(cell, weights=self.l_net[lines], minlength=m * k).reshape(m, k)
-        cost = np.bincount(cell, weights=self.l_cost[lines], minlength=m * k).reshape(m, k)
-        lines_per = np.bincount(cell, minlength=m * k).reshape(m, k)
+        cells = self.lc
+        mask = self._cell_mask(cells, f)
+        cell = self.month_of_day[cells["day"][mask]].astype(np.int64) * k + cells["cat"][mask]
+        net = np.bincount(cell, weights=cells["net"][mask], minlength=m * k).reshape(m, k)
+        cost = np.bincount(cell, weights=cells["cost"][mask], minlength=m * k).reshape(m, k)
+        lines_per = np.bincount(cell, weights=cells["n"][mask], minlength=m * k).reshape(m, k)
         month_idx, cat_idx = np.nonzero(lines_per)
         total = net.sum(axis=1)
         share = np.divide(
@@ -1013,6 +1099,40 @@ class SalesCube:
             },
             columns=cols,
         )
+
+
+def _cells(
+    sizes: dict[str, int], keys: dict[str, np.ndarray], sums: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Group rows by the given integer keys: one entry per non-empty cell.
+
+    Returns each key column, `n` (rows per cell) and each summed column. A dense
+    bincount over the key space is O(rows); a very large key space (many
+    countries x categories) falls back to np.unique.
+    """
+    names = list(keys)
+    flat = np.zeros(len(next(iter(keys.values()))), dtype=np.int64)
+    space = 1
+    for name in names:
+        flat = flat * sizes[name] + keys[name].astype(np.int64)
+        space *= sizes[name]
+    if space <= 20_000_000:
+        counts = np.bincount(flat, minlength=space)
+        ids = np.flatnonzero(counts)
+        index = np.zeros(space, dtype=np.int64)
+        index[ids] = np.arange(len(ids))
+        inverse = index[flat]
+        n = counts[ids]
+    else:
+        ids, inverse, n = np.unique(flat, return_inverse=True, return_counts=True)
+    out: dict[str, np.ndarray] = {"n": n.astype(np.float64)}
+    rest = ids.copy()
+    for name in reversed(names):
+        out[name] = (rest % sizes[name]).astype(np.int32)
+        rest //= sizes[name]
+    for name, values in sums.items():
+        out[name] = np.bincount(inverse, weights=values, minlength=len(ids))
+    return out
 
 
 _cube_lock = threading.Lock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -106,11 +107,14 @@ def _now() -> dt.datetime:
 
 
 def _message(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """One readable line: the JVM's own message, with lake paths shown as table names."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.getMessage()) if java is not None else str(exc)
+    text = text.strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    if "Traceback" in first or len(first) > 600:
-        first = first[:600]
-    return first
+    root = re.escape(str(settings().lake_path))
+    first = re.sub(rf"(file:)?(//)?{root}/(bronze|silver|gold)/([A-Za-z_]+)", r"\3.\4", first)
+    return first[:600]
 
 
 def _record(
@@ -203,7 +207,9 @@ def run(
             except StepFailed as exc:  # a fail rule: its checks are still recorded
                 outcome, status, error = exc.outcome, "failed", f"{step.name}: {_message(exc)}"
             except Exception as exc:  # recorded and reported; the run stops here
-                outcome, status, error = None, "failed", f"{step.name}: {_message(exc)}"
+                reads = ", ".join(step.inputs)
+                error = f"{step.name}: {_message(exc)} (the step reads {reads})"
+                outcome, status = None, "failed"
             seconds = time.perf_counter() - t0
             _record(spark, run_id, step, started, _now(), status, outcome, error)
             o = outcome or StepOutcome()

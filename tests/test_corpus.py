@@ -10,6 +10,7 @@ that show it was read correctly.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from pipeline.runner import RunResult, run
 from tests.conftest import lake_at
 from tests.corpus_builder import CASES, HOSTILE_BATCH, Case, build_landing, silver_key
 
+FileKey = tuple[str, str]  # (source, file name): batch-000001.csv names two files
+
 
 @dataclass
 class Outcome:
@@ -31,37 +34,35 @@ class Outcome:
     root: Path
     result: RunResult
     rerun: RunResult
-    log: dict[str, dict]  # file name -> its bronze._ingested_files rows (one expected)
+    log: dict[FileKey, dict]  # its bronze._ingested_files row (the last, if logged twice)
     log_rows: list[dict]
-    bronze: dict[str, int]  # file name -> Bronze rows
-    silver: dict[str, int]  # file name -> Silver rows
-    quarantined: dict[str, int]  # file name -> quarantined rows
-    rules: dict[str, set[str]]  # file name -> rule names its quarantined rows carry
+    bronze: dict[FileKey, int]  # Bronze rows
+    silver: dict[FileKey, int]  # Silver rows
+    quarantined: dict[FileKey, int]  # quarantined rows
+    rules: dict[FileKey, set[str]]  # rule names its quarantined rows carry
     unnamed_quarantine: int  # quarantined rows without any rule name
     silver_rows: dict[tuple[str, str], dict[str, str | None]]  # (source, key) -> row as text
     reconciliation: dict[str, dict[str, int]]  # table -> the Silver step's figures
     table_rows: dict[str, dict[str, int]]  # table -> rows actually in each table
 
 
-def _per_file(df, column: str) -> dict[str, int]:
-    return {r[0]: int(r[1]) for r in df.groupBy(column).count().collect()}
+def _per_file(source: str, df, column: str) -> dict[FileKey, int]:
+    return {(source, r[0]): int(r[1]) for r in df.groupBy(column).count().collect()}
 
 
 def _collect(spark: SparkSession, root: Path, result: RunResult, rerun: RunResult) -> Outcome:
     log_rows = [r.asDict() for r in lake.read(spark, "bronze", "_ingested_files").collect()]
-    log: dict[str, dict] = {}
-    for row in log_rows:
-        log.setdefault(row["file"], row)
-    bronze: dict[str, int] = {}
-    silver: dict[str, int] = {}
+    log = {(row["source"], row["file"]): row for row in log_rows}
+    bronze: dict[FileKey, int] = {}
+    silver: dict[FileKey, int] = {}
     silver_rows: dict[tuple[str, str], dict[str, str | None]] = {}
     table_rows: dict[str, dict[str, int]] = {}
     quarantine = lake.read(spark, "silver", "quarantine")
     for name in SOURCES:
         b = lake.read(spark, "bronze", name)
         s = lake.read(spark, "silver", name)
-        bronze.update(_per_file(b, "_source_file"))
-        silver.update(_per_file(s, "source_file"))
+        bronze.update(_per_file(name, b, "_source_file"))
+        silver.update(_per_file(name, s, "source_file"))
         hostile = s.filter(F.col("source_file").startswith(HOSTILE_BATCH))
         for row in hostile.select(*[F.col(c).cast("string") for c in s.columns]).collect():
             silver_rows[(name, silver_key(name, row.asDict()))] = row.asDict()
@@ -70,15 +71,16 @@ def _collect(spark: SparkSession, root: Path, result: RunResult, rerun: RunResul
             "silver": s.count(),
             "quarantined": quarantine.filter(F.col("source_table") == name).count(),
         }
-    per_file = quarantine.groupBy("source_file").agg(
+    per_file = quarantine.groupBy("source_table", "source_file").agg(
         F.count(F.lit(1)).alias("n"),
         F.array_distinct(F.flatten(F.collect_list("rules"))).alias("rules"),
     )
-    quarantined: dict[str, int] = {}
-    rules: dict[str, set[str]] = {}
+    quarantined: dict[FileKey, int] = {}
+    rules: dict[FileKey, set[str]] = {}
     for row in per_file.collect():
-        quarantined[row["source_file"]] = int(row["n"])
-        rules[row["source_file"]] = set(row["rules"])
+        key = (row["source_table"], row["source_file"])
+        quarantined[key] = int(row["n"])
+        rules[key] = set(row["rules"])
     unnamed = quarantine.filter(F.coalesce(F.size("rules"), F.lit(0)) <= 0).count()
     runs = lake.read(spark, "gold", "pipeline_runs").filter(F.col("run_id") == result.run_id)
     reconciliation = {
@@ -130,7 +132,8 @@ def test_hostile_file(corpus: Outcome, case: Case) -> None:
     """Logged as expected, and each of its Bronze rows is in Silver or in quarantine."""
     want = case.expect
     name = case.file_name
-    entry = corpus.log.get(name)
+    key = (case.source, name)
+    entry = corpus.log.get(key)
     assert entry is not None, f"{name} is not in the ingest log"
     assert entry["status"] == want.status, entry["error"]
     if want.note is not None:
@@ -148,12 +151,12 @@ def test_hostile_file(corpus: Outcome, case: Case) -> None:
     if want.extra is not None:
         assert tuple(entry["extra_columns"]) == want.extra
 
-    bronze = corpus.bronze.get(name, 0)
-    silver = corpus.silver.get(name, 0)
-    quarantined = corpus.quarantined.get(name, 0)
+    bronze = corpus.bronze.get(key, 0)
+    silver = corpus.silver.get(key, 0)
+    quarantined = corpus.quarantined.get(key, 0)
     assert (bronze, silver, quarantined) == (want.bronze, want.silver, want.quarantined)
     assert bronze == silver + quarantined, "a record of this file went missing"
-    assert corpus.rules.get(name, set()) == set(want.rules)
+    assert corpus.rules.get(key, set()) == set(want.rules)
     for key, columns in want.silver_values.items():
         row = corpus.silver_rows.get((case.source, key))
         assert row is not None, f"{key} is not in silver.{case.source}"
@@ -166,12 +169,12 @@ def test_every_landing_file_is_logged_once_and_the_rest_of_the_batch_is_ingested
     corpus: Outcome,
 ) -> None:
     """Unreadable files do not stop their batch: every other file is ingested."""
-    on_disk = {p.name for p in (corpus.root / "landing").glob("*/*") if p.is_file()}
-    logged = [r["file"] for r in corpus.log_rows]
+    on_disk = {(p.parent.name, p.name) for p in (corpus.root / "landing").glob("*/*")}
+    logged = [(r["source"], r["file"]) for r in corpus.log_rows]
     assert sorted(logged) == sorted(on_disk)
-    unreadable = {c.file_name for c in CASES if c.expect.status == "unreadable"}
-    assert {r["file"] for r in corpus.log_rows if r["status"] == "unreadable"} == unreadable
-    assert all(r["status"] == "ingested" for r in corpus.log_rows if r["file"] not in unreadable)
+    unreadable = {(c.source, c.file_name) for c in CASES if c.expect.status == "unreadable"}
+    assert {k for k, r in corpus.log.items() if r["status"] == "unreadable"} == unreadable
+    assert all(r["status"] == "ingested" for k, r in corpus.log.items() if k not in unreadable)
 
 
 def test_reconciliation_identity_holds_per_table(corpus: Outcome) -> None:
@@ -207,3 +210,38 @@ def test_a_rerun_reads_no_file_twice(corpus: Outcome) -> None:
     assert corpus.rerun.ok, corpus.rerun.error
     assert all(s.rows_in == 0 for s in corpus.rerun.steps), corpus.rerun.steps
     assert len(corpus.log_rows) == len(corpus.log)
+
+
+def test_keys_differing_only_in_outer_spaces_are_one_key(spark: SparkSession) -> None:
+    """' O-1 ' and 'O-1' name the same order once Silver trims them.
+
+    Versions must be chosen on the trimmed key: otherwise both survive,
+    silver.orders holds the key twice and primary_key_unique (a fail rule)
+    stops the whole run over one stray space. No Delta I/O: refine() alone.
+    """
+    from pipeline.silver import orders
+    from pipeline.silver.refine import refine
+
+    columns = SOURCES["orders"].columns
+    rows = [
+        ("O-SP-1", "shipped", "2025-03-05T10:00:00Z", "batch-000001"),
+        (" O-SP-1 ", "delivered", "2025-03-06T10:00:00Z", "batch-000002"),
+    ]
+    data = [
+        (oid, "C-1", "2025-03-05T10:00:00Z", status, "web", "card", "DE", updated)
+        + (None, f"{batch}.csv", batch, dt.datetime(2025, 3, 7), f"{batch}.csv:0")
+        for oid, status, updated, batch in rows
+    ]
+    schema = ", ".join(f"{c} string" for c in columns)
+    schema += ", _raw string, _source_file string, _batch_id string"
+    schema += ", _ingested_at timestamp, _record_id string"
+    bronze = spark.createDataFrame(data, schema)
+    refined = refine(
+        bronze, SOURCES["orders"], orders.typed, orders.EXPECTATIONS, F.col("_updated_at")
+    )
+    try:
+        survivors = orders.to_silver(refined.silver()).select("order_id", "status").collect()
+        assert [tuple(r) for r in survivors] == [("O-SP-1", "delivered")]
+        assert (refined.counts["silver"], refined.counts["superseded"]) == (1, 1)
+    finally:
+        refined.release()

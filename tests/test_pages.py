@@ -182,11 +182,35 @@ def test_sales_filters_apply_exactly(point_lake, pages_synthetic_lake: Path) -> 
     assert metric(at, "Units") == f"{int(chosen['quantity'].sum()):,}"
     margin = chosen["line_net"].sum() - chosen["line_cost"].sum()
     assert metric(at, "Gross margin") == money(margin)
+    lost = fact[(fact["category"] == "Books") & fact["country"].isin(["DE", "FR"])]
+    lost = lost.drop_duplicates("order_id")["status"].isin(["cancelled", "returned"]).sum()
+    assert metric(at, "Cancelled + returned") == f"{int(lost):,}"
     # the category table on the page follows the same filter
     tables = [d.value for d in at.dataframe]
     categories = next(t for t in tables if "category" in t.columns and "margin_pct" in t.columns)
     assert list(categories["category"]) == ["Books"]
     assert categories["orders"].iloc[0] == chosen["order_id"].nunique()
+
+    # two categories: an order with lines in both is still one order
+    at.multiselect(key="f_category").set_value(["Books", "Toys"]).run()
+    assert_clean(at)
+    both = fact[
+        fact["is_revenue_bearing"]
+        & fact["category"].isin(["Books", "Toys"])
+        & fact["country"].isin(["DE", "FR"])
+    ]
+    overlap = both.groupby("order_id")["category"].nunique()
+    assert (overlap > 1).any(), "the synthetic lake has orders spanning both categories"
+    assert metric(at, "Orders") == f"{both['order_id'].nunique():,}"
+    assert metric(at, "Net revenue") == money(both["line_net"].sum())
+    statuses = fact[
+        fact["category"].isin(["Books", "Toys"]) & fact["country"].isin(["DE", "FR"])
+    ].drop_duplicates("order_id")["status"]
+    cancelled = int(statuses.isin(["cancelled", "returned"]).sum())
+    assert metric(at, "Cancelled + returned") == f"{cancelled:,}"
+    per_category = next(d.value for d in at.dataframe if "margin_pct" in d.value.columns)
+    for row in per_category.itertuples():
+        assert row.orders == both[both["category"] == row.category]["order_id"].nunique()
 
 
 def test_sales_category_totals_equal_gold_category_sales(
@@ -477,5 +501,7 @@ def test_sales_period_counts_back_from_the_latest_order(
     """Presets end on the latest order date in the data, never on the wall clock."""
     point_lake(pages_synthetic_lake)
     at = open_page("sales")
-    caption = " ".join(c.value for c in at.caption)
-    assert "02 Apr 2025 – 30 Jun 2025" in caption, caption
+    shown = [m.value for m in at.markdown]
+    assert "02 Apr 2025 – 30 Jun 2025" in shown, shown
+    at.button_group(key="period").set_value("Last 30 days").run()
+    assert "01 Jun 2025 – 30 Jun 2025" in [m.value for m in at.markdown]

@@ -97,36 +97,39 @@ MACROS = [
     )
     """,
     f"""
-    CREATE OR REPLACE MACRO sl_iso(v) AS sl_iso_parts(
+    CREATE OR REPLACE MACRO sl_iso_groups(v) AS
         regexp_extract(v, '{ISO}', ['d', 'hm', 's', 'f', 'z', 'sign', 'oh', 'x', 'om'])
-    )
     """,
+    # v: the trimmed text; g: sl_iso_groups(v), computed by the caller in an earlier
+    # projection (inside CASE branches DuckDB would re-run the regex for every field)
     f"""
-    CREATE OR REPLACE MACRO sl_ts(raw) AS (
+    CREATE OR REPLACE MACRO sl_ts_parsed(v, g) AS (
         CASE
-            WHEN raw IS NULL THEN NULL
-            WHEN regexp_matches(trim(raw), '^\\d{{4}}-\\d{{2}}-\\d{{2}}[T ]')
-                THEN sl_iso(trim(raw))
-            WHEN regexp_full_match(trim(raw), '\\d{{4}}-\\d{{2}}-\\d{{2}}')
-                THEN try_strptime(trim(raw), '%Y-%m-%d')
-            WHEN regexp_full_match(trim(raw), '\\d{{2}}/\\d{{2}}/\\d{{4}}')
-                THEN try_strptime(trim(raw), '%m/%d/%Y')
-            WHEN regexp_full_match(trim(raw), '\\d{{2}}-\\d{{2}}-\\d{{4}}')
-                THEN try_strptime(trim(raw), '%d-%m-%Y')
-            WHEN regexp_full_match(trim(raw), '\\d{{8}}')
-                THEN try_strptime(substr(trim(raw), 1, 4) || '-' || substr(trim(raw), 5, 2)
-                                  || '-' || substr(trim(raw), 7, 2), '%Y-%m-%d')
-            WHEN regexp_full_match(trim(raw), '[A-Za-z]+ \\d{{1,2}}, \\d{{4}}')
+            WHEN v IS NULL THEN NULL
+            WHEN g.d <> '' THEN sl_iso_parts(g)
+            WHEN regexp_matches(v, '^\\d{{4}}-\\d{{2}}-\\d{{2}}[T ]') THEN NULL
+            WHEN regexp_full_match(v, '\\d{{4}}-\\d{{2}}-\\d{{2}}')
+                THEN try_strptime(v, '%Y-%m-%d')
+            WHEN regexp_full_match(v, '\\d{{2}}/\\d{{2}}/\\d{{4}}')
+                THEN try_strptime(v, '%m/%d/%Y')
+            WHEN regexp_full_match(v, '\\d{{2}}-\\d{{2}}-\\d{{4}}')
+                THEN try_strptime(v, '%d-%m-%Y')
+            WHEN regexp_full_match(v, '\\d{{8}}')
+                THEN try_strptime(substr(v, 1, 4) || '-' || substr(v, 5, 2)
+                                  || '-' || substr(v, 7, 2), '%Y-%m-%d')
+            WHEN regexp_full_match(v, '[A-Za-z]+ \\d{{1,2}}, \\d{{4}}')
                 THEN try_strptime(
-                    split_part(trim(raw), ', ', 2) || '-'
-                    || list_position({list(MONTHS)!r}, lower(split_part(trim(raw), ' ', 1)))
-                    || '-' || split_part(split_part(trim(raw), ' ', 2), ',', 1),
+                    split_part(v, ', ', 2) || '-'
+                    || list_position({list(MONTHS)!r}, lower(split_part(v, ' ', 1)))
+                    || '-' || split_part(split_part(v, ' ', 2), ',', 1),
                     '%Y-%m-%d')
-            WHEN regexp_full_match(trim(raw), '\\d{{10}}')
-                THEN make_timestamp(trim(raw)::BIGINT * 1000000)
+            WHEN regexp_full_match(v, '\\d{{10}}')
+                THEN make_timestamp(v::BIGINT * 1000000)
         END
     )
     """,
+    # one-off use (tests, ad hoc queries); the pipeline uses the two-stage form
+    "CREATE OR REPLACE MACRO sl_ts(raw) AS sl_ts_parsed(trim(raw), sl_iso_groups(trim(raw)))",
     "CREATE OR REPLACE MACRO sl_out_of_range(ts, now_ts) AS "
     "(ts < TIMESTAMP '2000-01-01 00:00:00' OR ts > now_ts + INTERVAL 1 DAY)",
     "CREATE OR REPLACE MACRO sl_status(raw) AS (CASE regexp_replace(lower(trim(raw)), "
@@ -167,6 +170,15 @@ class Spec:
     record_key: str
     silver: Sequence[str]
 
+    @property
+    def timestamps(self) -> list[str]:
+        """Raw columns parsed as timestamps (they get a pre-parsing stage)."""
+        return [c for c in self.source.columns if f"_t_{c}," in " ".join(self.parsed)]
+
+
+def _ts(column: str) -> str:
+    return f"sl_ts_parsed(_t_{column}, _g_{column}) AS _{column}"
+
 
 def _wf(condition: str) -> str:
     """A rule about a field is moot on a line that could not be parsed at all."""
@@ -185,7 +197,7 @@ SPECS: dict[str, Spec] = {
         parsed=(
             "sl_dec4(list_price, 18) AS _list_price",
             "sl_dec4(unit_cost, 18) AS _unit_cost",
-            "sl_ts(updated_at) AS _updated_at",
+            _ts("updated_at"),
         ),
         derived=("sl_out_of_range(_updated_at, $now) AS _updated_at_oor",),
         quarantine=(
@@ -217,8 +229,8 @@ SPECS: dict[str, Spec] = {
     "customers": Spec(
         SOURCES["customers"],
         parsed=(
-            "sl_ts(signup_date) AS _signup_date",
-            "sl_ts(updated_at) AS _updated_at",
+            _ts("signup_date"),
+            _ts("updated_at"),
             f"coalesce(regexp_full_match(trim(email), '{EMAIL}'), false) AS _email_valid",
         ),
         derived=(
@@ -257,8 +269,8 @@ SPECS: dict[str, Spec] = {
     "orders": Spec(
         SOURCES["orders"],
         parsed=(
-            "sl_ts(order_ts) AS _order_ts",
-            "sl_ts(updated_at) AS _updated_at",
+            _ts("order_ts"),
+            _ts("updated_at"),
             "sl_status(status) AS _status",
         ),
         derived=(
@@ -497,39 +509,50 @@ def _refine(con: duckdb.DuckDBPyConnection, spec: Spec, now: dt.datetime) -> Non
     """fated_<source>: each distinct raw record once, with its fate and failed rules."""
     name = spec.source.name
     raw = ", ".join([*spec.source.columns, "_raw"])
-    key = ", ".join(spec.key)
     join = ""
     if name == "order_items":
         join = "LEFT JOIN silver_orders AS _known ON trim(d.order_id) = _known.order_id"
     derived = ", ".join(spec.derived) or "NULL AS _nothing"
+    pre = "".join(
+        f", trim({c}) AS _t_{c}, sl_iso_groups(trim({c})) AS _g_{c}" for c in spec.timestamps
+    )
+    keys = ", ".join(f"{k} AS _k{i}" for i, k in enumerate(spec.key))
+    by_key = ", ".join(f"_k{i}" for i in range(len(spec.key)))
     sql = f"""
-        CREATE OR REPLACE TEMP TABLE fated_{name} AS
+        CREATE OR REPLACE TEMP TABLE checked_{name} AS
         WITH d AS (
             SELECT {raw}, min(_batch) AS _batch, count(*) - 1 AS _copies
             FROM bronze_{name} GROUP BY ALL
         ),
-        typed AS (SELECT d.*, {", ".join(spec.parsed)} FROM d {join}),
-        checked AS (
-            SELECT *, {_failed(spec.quarantine)} AS _q, {_failed(spec.warn)} AS _w
-            FROM (SELECT *, {derived} FROM typed)
-        ),
-        ranked AS (
-            SELECT *, rank() OVER (PARTITION BY {key}
-                                   ORDER BY {spec.updated_at} DESC NULLS LAST, _batch DESC) AS _rk
-            FROM checked WHERE len(_q) = 0
-        ),
-        versioned AS (
-            SELECT *, sum((_rk = 1)::INT) OVER (PARTITION BY {key}) AS _top FROM ranked
-        )
-        SELECT * EXCLUDE (_rk, _top),
-               CASE WHEN _top > 1 THEN 'quarantined' WHEN _rk = 1 THEN 'silver'
-                    ELSE 'superseded' END AS _fate,
-               CASE WHEN _top > 1 THEN ['conflicting_versions'] ELSE _q END AS _rules
-        FROM versioned
-        UNION ALL BY NAME
-        SELECT *, 'quarantined' AS _fate, _q AS _rules FROM checked WHERE len(_q) > 0
+        pre AS (SELECT d.*{pre} FROM d),
+        typed AS (SELECT d.*, {", ".join(spec.parsed)} FROM pre AS d {join})
+        SELECT *, {_failed(spec.quarantine)} AS _q, {_failed(spec.warn)} AS _w
+        FROM (SELECT *, {derived}, {keys}, {spec.updated_at} AS _version_ts FROM typed)
     """
     con.execute(sql, {"now": now} if "$now" in sql else None)
+    # versions on a narrow projection (row id, key, order), joined back: sorting whole
+    # records in the window is what would cost
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE fated_{name} AS
+        WITH ranked AS (
+            SELECT rowid AS _id, {by_key},
+                   rank() OVER (PARTITION BY {by_key}
+                                ORDER BY _version_ts DESC NULLS LAST, _batch DESC) AS _rk
+            FROM checked_{name} WHERE len(_q) = 0
+        ),
+        versioned AS (
+            SELECT _id, _rk, sum((_rk = 1)::INT) OVER (PARTITION BY {by_key}) AS _top
+            FROM ranked
+        )
+        SELECT c.*,
+               CASE WHEN len(c._q) > 0 OR v._top > 1 THEN 'quarantined'
+                    WHEN v._rk = 1 THEN 'silver' ELSE 'superseded' END AS _fate,
+               CASE WHEN v._top > 1 THEN ['conflicting_versions'] ELSE c._q END AS _rules
+        FROM checked_{name} c LEFT JOIN versioned v ON c.rowid = v._id
+        """
+    )
+    con.execute(f"DROP TABLE checked_{name}")
 
 
 def _counts(con: duckdb.DuckDBPyConnection, spec: Spec) -> tuple[dict[str, int], dict[str, int]]:
@@ -785,6 +808,7 @@ def fetch(con: duckdb.DuckDBPyConnection, name: str) -> pd.DataFrame:
 def connect(database: str | Path = ":memory:", threads: int | None = None):
     con = duckdb.connect(str(database))
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     for macro in MACROS:

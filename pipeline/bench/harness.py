@@ -91,7 +91,7 @@ FULL = Plan(
     {100_000: 1, 300_000: 1, 1_000_000: 2},
     3,
     100_000,
-    1,
+    2,
     18 * 60.0,
 )
 
@@ -99,31 +99,36 @@ FULL = Plan(
 # --------------------------------------------------------------------------- memory
 
 
-def _rss_proc(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _children_proc() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds so far) for every process, from /proc."""
+    table: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-        except OSError:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    return children
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS)
+    return table
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (the JVM included)."""
+def _rss_proc(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def tree_sample(pid: int) -> tuple[int, dict[int, float]]:
+    """Resident bytes of a process and all its descendants (the JVM included), and the
+    CPU seconds each of them has used so far."""
     try:
         import psutil
     except ImportError:
@@ -133,40 +138,63 @@ def tree_rss(pid: int) -> int:
             root = psutil.Process(pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return 0
-        total = 0
+            return 0, {}
+        total, cpu = 0, {}
         for p in procs:
             try:
                 total += p.memory_info().rss
+                times = p.cpu_times()
+                cpu[p.pid] = times.user + times.system
             except psutil.Error:
                 pass
-        return total
-    children = _children_proc()
-    total, todo = 0, [pid]
+        return total, cpu
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    total, cpu, todo = 0, {}, [pid]
     while todo:
         current = todo.pop()
         total += _rss_proc(current)
+        if current in table:
+            cpu[current] = table[current][1]
         todo.extend(children.get(current, []))
-    return total
+    return total, cpu
+
+
+def tree_rss(pid: int) -> int:
+    return tree_sample(pid)[0]
 
 
 class PeakSampler(threading.Thread):
-    """Samples a process tree's RSS until stopped; keeps the peak."""
+    """Samples a process tree until stopped: peak RSS, and CPU seconds per process.
+
+    CPU time is what a busy shared machine cannot inflate much, so it is kept
+    beside the wall-clock times (at most one interval of a process is missed).
+    """
 
     def __init__(self, pid: int, interval: float = 0.25):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak = pid, interval, 0
+        self.cpu: dict[int, float] = {}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
+            rss, cpu = tree_sample(self.pid)
+            self.peak = max(self.peak, rss)
+            for pid, seconds in cpu.items():
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
             self._stop_event.wait(self.interval)
 
     def stop(self) -> int:
         self._stop_event.set()
         self.join(timeout=5)
         return self.peak
+
+    @property
+    def cpu_seconds(self) -> float:
+        return round(sum(self.cpu.values()), 2)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -367,6 +395,7 @@ class WorkerResult:
     wall_seconds: float
     peak_bytes: int
     error: str | None = None
+    cpu_seconds: float | None = None
 
 
 class WorkerFailed(RuntimeError):
@@ -407,10 +436,12 @@ def run_worker(
         peak = sampler.stop()
     wall = time.perf_counter() - t0
     if code == 0 and out.is_file():
-        return WorkerResult(True, json.loads(out.read_text()), wall, peak)
+        return WorkerResult(
+            True, json.loads(out.read_text()), wall, peak, None, sampler.cpu_seconds
+        )
     tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-    error = error or f"exit code {code}"
-    return WorkerResult(False, {}, wall, peak, error + ("\n" + "\n".join(tail) if tail else ""))
+    error = (error or f"exit code {code}") + ("\n" + "\n".join(tail) if tail else "")
+    return WorkerResult(False, {}, wall, peak, error, sampler.cpu_seconds)
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -495,6 +526,7 @@ def _spark_full(bench: Bench, size: int, lake: Path, rep: int, reset: bool) -> d
         **run,
         "session_start_seconds": res.data["session_start_seconds"],
         "peak": res.peak_bytes,
+        "cpu": res.cpu_seconds,
     }
 
 
@@ -508,7 +540,7 @@ def _duckdb(bench: Bench, size: int, lake: Path, rep: int, tables_out: Path | No
         bench.notes.append(f"{label} failed: {res.error}")
         return None
     bench.say(f"{size:,} orders: DuckDB {res.data['seconds']:.1f} s, peak {gb(res.peak_bytes)} GB")
-    return {**res.data, "peak": res.peak_bytes}
+    return {**res.data, "peak": res.peak_bytes, "cpu": res.cpu_seconds}
 
 
 def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
@@ -600,9 +632,17 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
             "duckdb_layers": _layer_stats(duck_runs),
             "duckdb_peak_memory_gb": gb(max((r["peak"] for r in duck_runs), default=None)),
             "session_start_seconds": stats([r["session_start_seconds"] for r in spark_runs]),
+            # CPU of each worker's whole process tree, start-up included: robust to a busy host
+            "shoplake_process_cpu_seconds": stats([r["cpu"] for r in spark_runs]),
+            "duckdb_process_cpu_seconds": stats([r["cpu"] for r in duck_runs]),
         }
         entry["ratio_vs_duckdb"] = ratio(
             median(entry["shoplake_seconds"]), median(entry["duckdb_seconds"]), 2
+        )
+        entry["cpu_ratio_vs_duckdb"] = ratio(
+            median(entry["shoplake_process_cpu_seconds"]),
+            median(entry["duckdb_process_cpu_seconds"]),
+            2,
         )
         scaling.append(entry)
         if size == plan.largest:
@@ -928,8 +968,8 @@ def render_markdown(r: dict) -> str:
         "## Scaling",
         "",
         "| orders | landing rows (orders / items) | ShopLake full run | peak memory | DuckDB "
-        "| DuckDB peak | ratio | Gold equal |",
-        "|---|---|---|---|---|---|---|---|",
+        "| DuckDB peak | ratio | process CPU s, ShopLake / DuckDB | Gold equal |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in r["scaling"]:
         eq = r["equality"]["by_orders"].get(str(s["orders"]), {})
@@ -938,8 +978,10 @@ def render_markdown(r: dict) -> str:
             f"| {s['orders']:,} | {rows.get('orders', 0):,} / {rows.get('order_items', 0):,} "
             f"| {_spread(s['shoplake_seconds'])} | {_fmt(s['peak_memory_gb'], ' GB', 2)} "
             f"| {_spread(s['duckdb_seconds'])} | {_fmt(s['duckdb_peak_memory_gb'], ' GB', 2)} "
-            f"| {_fmt(s['ratio_vs_duckdb'], 'x', 2)} | "
-            f"{'yes' if eq.get('equal') else ('n/a' if not eq else 'NO')} |"
+            f"| {_fmt(s['ratio_vs_duckdb'], 'x', 2)} "
+            f"| {_fmt(median(s.get('shoplake_process_cpu_seconds')))} / "
+            f"{_fmt(median(s.get('duckdb_process_cpu_seconds')))} "
+            f"| {'yes' if eq.get('equal') else ('n/a' if not eq else 'NO')} |"
         )
     inc = r["incremental"]
     if inc.get("seconds") is not None:
@@ -983,6 +1025,9 @@ def render_markdown(r: dict) -> str:
         "row with Spark's (money exactly, floats to 1e-9) before any ratio is reported.",
         "- Figures are medians; the spread (min-max) and the run count are in the tables and "
         "`latest.json`. Repetitions are cut when the 20-minute budget would be exceeded.",
+        "- Process CPU seconds (user + system of the worker's whole process tree, JVM and "
+        "start-up included) are given beside wall time: a busy shared machine inflates wall "
+        "time far more than CPU time.",
     ]
     if r["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n.splitlines()[0]}" for n in r["notes"]]

@@ -334,20 +334,24 @@ READERS = {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}
 def read_file(spark: SparkSession, info: FileInfo, source: Source, ingested_at: dt.datetime):
     _check_container(info, source)
     raw = READERS[source.fmt](spark, info, source)
-    # Undecodable bytes arrive as U+FFFD: the record is not trustworthy text, keep it raw.
+    # Bytes that are not UTF-8: text readers decode them as U+FFFD, Parquet binary keeps
+    # them as they are. Either way the record is not trustworthy text: keep it raw, and
+    # store valid UTF-8 only (so every later reader can decode Bronze and the quarantine).
+    cleaned = [F.expr(f"make_valid_utf8(`{c}`)").alias(c) for c in source.columns]
     undecodable = F.exists(
         F.array(*[F.col(c) for c in source.columns]), lambda v: v.contains(REPLACEMENT_CHAR)
     )
     raw_text = F.coalesce(
-        F.col("_raw"),
+        F.expr("make_valid_utf8(_raw)"),
         F.when(
             F.coalesce(undecodable, F.lit(False)),
             F.to_json(F.struct(*[F.col(c) for c in source.columns])),
         ),
     )
+    raw = raw.select(*cleaned, "_raw").select(*source.columns, raw_text.alias("_raw"))
     return raw.select(
         *source.columns,
-        raw_text.alias("_raw"),
+        "_raw",
         F.lit(info.path.name).alias("_source_file"),
         F.lit(info.batch_id).alias("_batch_id"),
         F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),

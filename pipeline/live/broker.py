@@ -16,6 +16,7 @@ import base64
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -202,8 +203,25 @@ def client_options() -> dict:
     return opts
 
 
+@contextlib.contextmanager
+def quiet_client_logs() -> Iterator[None]:
+    """A probe of a broker that may be down: kafka-python would log every refusal as an error."""
+    logger = logging.getLogger("kafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def cluster_id(timeout: float = 5.0) -> str | None:
     """The cluster id the configured bootstrap servers report, or None if unreachable."""
+    with quiet_client_logs():
+        return _cluster_id(timeout)
+
+
+def _cluster_id(timeout: float) -> str | None:
     from kafka import KafkaAdminClient
 
     ms = int(timeout * 1000)

@@ -48,6 +48,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -735,12 +736,20 @@ def _start_query(
     return query, writer
 
 
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.$]*(?:Error|Exception|Stopped)): (.+)$")
+_WRAPPERS = ("pyspark.", "py4j.", "org.apache.spark.sql.execution.streaming", "Caused by")
+
+
 def _short(exc: BaseException) -> str:
+    """The one line of a streaming failure a person needs: the root exception."""
     text = str(exc)
-    for marker in ("StreamError:", "BrokerError:", "Exception:", "Error:"):
-        for line in text.splitlines():
-            if marker in line and "Traceback" not in line:
-                return line.strip()[:500]
+    found = [
+        line.strip()
+        for line in text.splitlines()
+        if _EXC_LINE.match(line.strip()) and not line.strip().startswith(_WRAPPERS)
+    ]
+    if found:
+        return found[-1][:500]
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:500]
 
@@ -882,7 +891,9 @@ def _progress_dict(query: StreamingQuery | None) -> dict[str, Any] | None:
     progress = query.lastProgress
     if progress is None:
         return None
-    return json.loads(progress.json()) if hasattr(progress, "json") else dict(progress)
+    text = getattr(progress, "json", None)  # a property in PySpark 4.2, a method before
+    text = text() if callable(text) else text
+    return json.loads(text) if isinstance(text, str) else dict(progress)
 
 
 def consumer_lag(progress: dict[str, Any] | None, timeout: float = 3.0) -> int | None:
@@ -896,7 +907,10 @@ def consumer_lag(progress: dict[str, Any] | None, timeout: float = 3.0) -> int |
     if not isinstance(end, dict):
         return None
     processed = {(t, int(p)): int(o) for t, parts in end.items() for p, o in parts.items()}
-    latest = topic_end_offsets(sorted({t for t, _ in processed}), timeout)
+    from pipeline.live.broker import quiet_client_logs
+
+    with quiet_client_logs():
+        latest = topic_end_offsets(sorted({t for t, _ in processed}), timeout)
     if latest is None:
         return None
     return sum(max(0, latest.get(tp, 0) - processed.get(tp, 0)) for tp in latest)
@@ -1040,7 +1054,10 @@ def run_foreground(
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                query.awaitTermination(min(1.0, remaining) if remaining is not None else 1.0)
+                try:
+                    query.awaitTermination(min(1.0, remaining) if remaining is not None else 1.0)
+                except Exception:
+                    break  # the query failed: reported below from query.exception()
                 if progress is not None:
                     with writer.lock:
                         fresh = writer.reports[seen:]

@@ -1,0 +1,307 @@
+"""The live stream: rules, windows, exactly-once delivery, broker restarts, the page.
+
+The end-to-end tests produce events (with malformed ones and re-sent
+duplicates), run the one streaming query with availableNow semantics, and
+compare gold.live_sales_minute with an independent Python computation over
+what the producer sent (tests/live_support.py). They use small event counts
+so the whole module stays within a few minutes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.live_support import (
+    expected_minutes,
+    gold_minutes,
+    kafka_broker,  # noqa: F401  (session fixture)
+    table_rows,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def topic(monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"orders_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SHOPLAKE_TOPIC", name)
+    return name
+
+
+class SimulatedCrashError(RuntimeError):
+    pass
+
+
+def _assert_exact(lake: Path, events: list[dict], sent: int, malformed: int) -> None:
+    """Gold holds exactly the distinct valid events; nothing else was lost or doubled."""
+    assert gold_minutes(lake) == expected_minutes(events)
+    stored = [r["event_id"] for r in table_rows(lake, "silver", "order_events")]
+    assert len(stored) == len(set(stored)) == len({e["event_id"] for e in events})
+    assert len(table_rows(lake, "bronze", "order_events")) == sent
+    quarantined = [
+        r for r in table_rows(lake, "silver", "quarantine") if r["source_table"] == "order_events"
+    ]
+    assert len(quarantined) == malformed
+    dq = [r for r in table_rows(lake, "gold", "dq_results") if r["layer"] == "live"]
+    checked = sum(r["rows_checked"] for r in dq if r["rule"] == "malformed_record")
+    assert checked == sent, "every record checked exactly once"
+
+
+# ---------------------------------------------------------------- pure transformations
+
+
+def test_event_rules_and_totals(spark) -> None:
+    """Each malformation fails its own rule; totals equal the exploded lines' sums."""
+    from pyspark.sql import functions as F
+
+    from pipeline.live import events as ev
+    from pipeline.quality.expectations import QUARANTINE_RULES, flag
+
+    good = (
+        '{"event_id":"e1","order_id":"o1","event_ts":"2025-03-01T10:00:30.500Z",'
+        '"status":" In Transit ","items":['
+        '{"quantity":2,"unit_price":"10.125","discount_pct":"12.5"},'
+        '{"quantity":"1","unit_price":5,"discount_pct":null}]}'
+    )
+    cases = {
+        "good": good,
+        "truncated": good[:40],
+        "no_event_id": good.replace('"event_id":"e1",', ""),
+        "bad_ts": good.replace("2025-03-01T10:00:30.500Z", "yesterday"),
+        "old_ts": good.replace("2025-03-01T10:00:30.500Z", "1999-12-31"),
+        "bad_status": good.replace(" In Transit ", "teleported"),
+        "no_items": good.split(',"items"')[0] + ',"items":[]}',
+        "fraction": good.replace('"quantity":2', '"quantity":2.5'),
+        "price": good.replace('"unit_price":5', '"unit_price":0'),
+        "discount": good.replace('"discount_pct":"12.5"', '"discount_pct":"150"'),
+    }
+    raw = spark.createDataFrame(list(cases.items()), "case string, value string").withColumn(
+        "_ingested_at", F.current_timestamp()
+    )
+    flagged = {
+        r["case"]: r[QUARANTINE_RULES]
+        for r in flag(ev.parse_events(raw), ev.EXPECTATIONS).collect()
+    }
+    assert flagged == {
+        "good": [],
+        "truncated": ["malformed_record"],
+        "no_event_id": ["missing_event_id"],
+        "bad_ts": ["invalid_event_ts"],
+        "old_ts": ["event_ts_out_of_range"],
+        "bad_status": ["invalid_status"],
+        "no_items": ["no_items"],
+        "fraction": ["invalid_quantity"],
+        "price": ["invalid_unit_price"],
+        "discount": ["invalid_discount"],
+    }
+
+    valid = ev.parse_events(raw.filter(F.col("case") == "good"))
+    lines = ev.event_lines(valid).collect()
+    # 2 * 10.125 * 0.875 = 17.71875 -> 17.72 (half up); 1 * 5 * 1 = 5.00
+    assert [r["line_net"] for r in lines] == [Decimal("17.72"), Decimal("5.00")]
+    total = ev.event_totals(valid).first()
+    assert (total["units"], total["net_revenue"], total["is_revenue"]) == (
+        3,
+        Decimal("22.72"),
+        True,
+    )
+    window = ev.event_totals(valid).select(F.date_format("window_start", "yyyy-MM-dd HH:mm"))
+    assert window.first()[0] == "2025-03-01 10:00"
+    minute = ev.minute_sales(ev.event_totals(valid)).first()
+    assert (minute["orders"], minute["units"], minute["avg_order_value"]) == (
+        1,
+        3,
+        Decimal("22.72"),
+    )
+
+
+def test_minute_alerts_spike_and_silence(spark) -> None:
+    """A revenue spike against a quiet hour alerts once; five empty minutes alert once."""
+    from pyspark.sql import functions as F
+
+    from pipeline.live import events as ev
+
+    start = dt.datetime(2025, 3, 1, 9, 0)
+    rows = []
+    for i in range(30):
+        orders, revenue = 10 + i % 3, Decimal(100 + (i % 3) * 5)
+        if i == 20:
+            revenue = Decimal(5000)  # the spike
+        if i >= 24:
+            continue  # silence from minute 24: no rows at all, the series fills in zeros
+        rows.append((start + dt.timedelta(minutes=i), orders, revenue))
+    minutes = spark.createDataFrame(
+        rows, "window_start timestamp, orders long, net_revenue decimal(18,2)"
+    )
+    series = ev.zero_filled(minutes, F.lit(start), F.lit(start + dt.timedelta(minutes=29)))
+    alerts = ev.minute_alerts(series, F.lit(start)).collect()
+    found = {(a["window_start"], a["metric"], a["kind"]) for a in alerts}
+    assert (start + dt.timedelta(minutes=20), "net_revenue", "spike") in found
+    assert (start + dt.timedelta(minutes=28), "orders", "no_orders") in found
+    assert sum(1 for a in alerts if a["kind"] == "no_orders") == 1
+    assert all(abs(a["z_score"]) > 3 for a in alerts if a["kind"] != "no_orders")
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.kafka
+@pytest.mark.usefixtures("kafka_broker")
+def test_kafka_exactly_once_across_stop_crash_and_restart(
+    spark, empty_lake: Path, topic: str
+) -> None:
+    from pipeline.live import producer, stream
+
+    first = producer.produce(events=240, malformed=0.1, duplicates=0.15, seed=101)
+    # 1. stop mid-stream: a graceful stop after the first micro-batch
+    stream.start_background(spark, source="kafka", available_now=True, max_per_batch=50)
+    wait_for(lambda: stream.status()["batches"] >= 1, 240, "the first micro-batch")
+    stream.stop()
+    assert not stream.status()["active"]
+    assert len(table_rows(empty_lake, "bronze", "order_events")) < first.sent
+
+    # 2. a crash after the event store was written, before the gold tables
+    crashed: list[int] = []
+
+    def crash_once(step: str, batch_id: int) -> None:
+        if step == "store" and not crashed:
+            crashed.append(batch_id)
+            raise SimulatedCrashError("simulated crash between two writes")
+
+    with pytest.raises(stream.StreamError, match="SimulatedCrashError"):
+        stream.run_foreground("kafka", available_now=True, max_per_batch=80, fault=crash_once)
+    assert crashed
+
+    # 3. more events arrive while the query is down; a restart finishes exactly
+    second = producer.produce(events=120, malformed=0.1, duplicates=0.2, seed=102)
+    summary = stream.run_foreground("kafka", available_now=True, max_per_batch=200)
+    assert summary.batches >= 1
+    _assert_exact(
+        empty_lake,
+        first.events + second.events,
+        sent=first.sent + second.sent,
+        malformed=first.malformed_total + second.malformed_total,
+    )
+    # 4. running again finds nothing new and changes nothing
+    before = gold_minutes(empty_lake)
+    again = stream.run_foreground("kafka", available_now=True)
+    assert again.rows == 0 and gold_minutes(empty_lake) == before
+
+
+@pytest.mark.kafka
+def test_query_recovers_from_a_broker_restart(
+    spark, empty_lake: Path, topic: str, request: pytest.FixtureRequest
+) -> None:
+    from pipeline.live import broker, producer, stream
+
+    home = request.getfixturevalue("kafka_broker").home
+    sent = producer.produce(events=60, seed=201).events
+    stream.start_background(spark, source="kafka", trigger_seconds=1.0)
+    try:
+        wait_for(lambda: gold_minutes(empty_lake) == expected_minutes(sent), 240, "first events")
+        broker.stop(home=home)
+        assert not broker.status(home=home).running
+        broker.start(home=home)
+        sent += producer.produce(events=60, seed=202).events
+        wait_for(
+            lambda: gold_minutes(empty_lake) == expected_minutes(sent),
+            240,
+            "the events sent after the broker restart",
+        )
+        status = stream.status()
+        assert status["active"], status
+        wait_for(lambda: stream.status()["consumer_lag"] == 0, 60, "zero consumer lag")
+    finally:
+        stream.stop()
+
+
+def test_file_drop_source_is_exact(spark, empty_lake: Path) -> None:
+    from pipeline.live import producer, stream
+
+    first = producer.produce(events=200, malformed=0.1, duplicates=0.15, seed=301, target="files")
+    stream.run_foreground("files", available_now=True)
+    second = producer.produce(events=100, malformed=0.1, duplicates=0.2, seed=302, target="files")
+    summary = stream.run_foreground("files", available_now=True)
+    assert summary.rows == second.sent
+    assert not list((empty_lake / "stream_drop").glob(".*.tmp")), "files are renamed into place"
+    _assert_exact(
+        empty_lake,
+        first.events + second.events,
+        sent=first.sent + second.sent,
+        malformed=first.malformed_total + second.malformed_total,
+    )
+
+
+def test_cli_verbs(
+    spark, empty_lake: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.live import broker, cli
+
+    monkeypatch.setenv("SHOPLAKE_KAFKA_PORT", str(broker.free_port()))
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+
+    assert cli.main(["produce", "--events", "50", "--target", "files", "--seed", "7"]) == 0
+    assert "produced 50 messages" in capsys.readouterr().out
+    assert cli.main(["stream", "run", "--source", "files", "--available-now"]) == 0
+    assert "50 records" in capsys.readouterr().out
+    # no broker listens on that port: a readable failure
+    assert cli.main(["produce", "--events", "5"]) == 1
+    assert "cannot reach Kafka" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["produce", "--malformed", "2"])
+    assert usage.value.code == 2
+
+
+# ---------------------------------------------------------------- the page
+
+
+@pytest.mark.kafka
+def test_live_page_starts_and_stops_everything(
+    spark, empty_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.live import broker, producer, stream
+
+    monkeypatch.setenv("SHOPLAKE_STREAM_SOURCE", "files")
+    monkeypatch.setenv("SHOPLAKE_KAFKA_PORT", str(broker.free_port()))
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    producer.produce(events=40, seed=401, target="files")
+
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=240)
+    at.run()
+    at.switch_page("pages/8_Live.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    try:
+        at.button(key="live_broker_start").click().run()
+        assert broker.status().healthy
+        at.button(key="live_broker_stop").click().run()
+        assert not broker.status().running
+
+        at.radio(key="live_producer_target").set_value("files").run()
+        at.button(key="live_producer_start").click().run()
+        assert producer.background() is not None and producer.background().running
+        at.button(key="live_producer_stop").click().run()
+        assert not producer.background().running
+
+        at.button(key="live_query_start").click().run()
+        assert stream.status()["active"]
+        wait_for(lambda: stream.status()["batches"] >= 1, 240, "a batch started from the page")
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        labels = {m.label for m in at.metric}
+        assert {"Orders, last hour", "Query", "Consumer lag (offsets)"} <= labels
+        at.button(key="live_query_stop").click().run()
+        assert not stream.status()["active"]
+        assert not at.exception, [e.value for e in at.exception]
+    finally:
+        stream.stop()
+        producer.stop_background()
+        broker.stop()
