@@ -35,17 +35,17 @@ def _defect_kinds() -> list[str]:
 
 
 def _generate(job: app_state.Job, options: dict) -> list[dict]:
-    from pipeline.sources.generate import generate
+    from pipeline.demo import generate_demo
 
-    return generate(settings().lake, progress=job.report, **options)
+    return generate_demo(progress=job.report, **options)
 
 
 running = app_state.current()
 if read.cache_key("bronze", "orders") is not None:
     st.info(
-        "This lake already has Bronze tables, and Bronze reads each landing file name once. "
-        "Fresh batches reuse the names batch-000001 ... and would not be read again: tick "
-        "*Append* to add a batch, or point SHOPLAKE_LAKE at a new folder to start over.",
+        "This lake already has data. Generating without *Append* starts the batch lake "
+        "afresh (Bronze, Silver and Gold tables built from landing files are removed; run "
+        "and quality history and the live tables stay). Tick *Append* to add one batch.",
         icon=":material/info:",
     )
 with st.form("generate"):

@@ -4,8 +4,9 @@
 shared widgets live here. Reads are cached keyed on the table's Delta version
 (`read.cache_key`): a finished run or generation changes the version, so the
 next rerun reads fresh data without any timer. Big read-only structures (the
-sales cube, the quarantine) use `st.cache_resource` so a rerun does not copy
-them; small frames use `st.cache_data`.
+customer table, the quarantine) use `st.cache_resource` so a rerun does not
+copy them, small frames and derived aggregates `st.cache_data`; the sales cube
+is cached by pipeline.read itself so it can be built ahead of time.
 """
 
 from __future__ import annotations

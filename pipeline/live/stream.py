@@ -14,7 +14,8 @@ this order:
 6. gold.live_alerts        the minutes the watermark closed      MERGE, recomputed from step 5
 7. the query's state       max event_ts so far                   overwrite
 
-Why this is exact. Spark's checkpoint (<lake>/_checkpoints/live/<source>/spark)
+Why this is exact. Spark's checkpoint (<lake>/_checkpoints/live/kafka/<topic>/spark or
+.../live/files/spark)
 replays a micro-batch whose commit it did not record, with the same offsets or
 files. Every append and the state overwrite carry a Delta app transaction
 (app id = the query id, stable across restarts; version = the batch id), and
@@ -148,7 +149,11 @@ def table_path(layer_table: tuple[str, str]) -> str:
 
 
 def checkpoint_root(source: str) -> str:
-    return f"{settings().lake.rstrip('/')}/_checkpoints/live/{source}"
+    """Per source, and per topic for Kafka: a checkpoint's offsets belong to one topic."""
+    root = f"{settings().lake.rstrip('/')}/_checkpoints/live/{source}"
+    if source == "kafka":
+        root += "/" + re.sub(r"[^A-Za-z0-9._-]", "_", settings().topic)
+    return root
 
 
 def drop_folder() -> str:
@@ -287,9 +292,18 @@ def _delta_table(path: str):
 
 
 def commit_append(
-    path: str, table: pa.Table, app_id: str, version: int, mode: str = "append"
+    path: str,
+    table: pa.Table,
+    app_id: str,
+    version: int,
+    mode: str = "append",
+    partition_by: list[str] | None = None,
 ) -> bool:
-    """Append (or overwrite) once per (app_id, version); False when already committed."""
+    """Append (or overwrite) once per (app_id, version); False when already committed.
+
+    `partition_by` applies when this write creates the table; an existing table
+    keeps its own partitioning (silver.quarantine is shared with the batch steps).
+    """
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     target = _delta_table(path)
@@ -297,9 +311,11 @@ def commit_append(
         done = target.transaction_version(app_id)
         if done is not None and done >= version:
             return False
+        partition_by = list(target.metadata().partition_columns) or None
     write_deltalake(
         target if target is not None else path,
         _nullable(table),
+        partition_by=partition_by,
         mode=mode,  # type: ignore[arg-type]
         schema_mode="merge" if mode == "append" else "overwrite",
         commit_properties=CommitProperties(
@@ -376,13 +392,16 @@ class BatchReport:
     alerts: int = 0
     watermark: dt.datetime | None = None
     seconds: float = 0.0
+    started_at: float = 0.0
+    visible_at: float | None = None  # when this batch's minutes were committed to gold
     finished_at: float = 0.0
+    failed: bool = False  # the attempt raised; Spark replays the batch on the next start
 
 
 def quarantine_rows(quarantined: DataFrame) -> DataFrame:
     """silver.quarantine's shape (DESIGN.md section 4) for invalid events."""
     key = F.coalesce(F.col("event_id"), F.col("order_id"), F.col("_record_id"))
-    return quarantined.select(
+    rows = quarantined.select(
         F.lit("order_events").alias("source_table"),
         key.alias("record_key"),
         F.col(QUARANTINE_RULES).alias("rules"),
@@ -392,6 +411,9 @@ def quarantine_rows(quarantined: DataFrame) -> DataFrame:
         F.coalesce(F.col("source_file"), F.col("topic")).alias("source_file"),
         F.col("_record_id").alias("record_id"),
     )
+    # the batch steps keep the table in sync by this hash (pipeline.lake.sync): a table
+    # the stream creates first must have the same columns
+    return rows.withColumn("_row_hash", F.xxhash64(*[F.col(c) for c in rows.columns]))
 
 
 def dq_table(run_id: str, now: dt.datetime, counts: list[RuleCount]) -> pa.Table:
@@ -416,9 +438,15 @@ def dq_table(run_id: str, now: dt.datetime, counts: list[RuleCount]) -> pa.Table
 class BatchWriter:
     """The foreachBatch function: one micro-batch, written so that a replay changes nothing."""
 
-    def __init__(self, source: str, fault: Callable[[str, int], None] | None = None):
+    def __init__(
+        self,
+        source: str,
+        fault: Callable[[str, int], None] | None = None,
+        on_report: Callable[[BatchReport], None] | None = None,
+    ):
         self.source = source
         self.fault = fault  # tests: called after each step, may raise to simulate a crash
+        self.on_report = on_report
         self.app_id = ""
         self._app_ready = threading.Event()
         self.paths = {name: table_path(t) for name, t in _TABLES.items()}
@@ -442,7 +470,8 @@ class BatchWriter:
         return f"live-{self.source}-{self.app_id[-8:]}-{batch_id:06d}"
 
     def _append(self, name: str, table: pa.Table, batch_id: int) -> None:
-        commit_append(self.paths[name], table, self.app_id, batch_id)
+        partitions = ["source_table"] if name == "quarantine" else None
+        commit_append(self.paths[name], table, self.app_id, batch_id, partition_by=partitions)
 
     # -------------------------------------------------------- state
 
@@ -485,7 +514,7 @@ class BatchWriter:
         if not self._app_ready.wait(120):
             raise StreamError("the live query started without an id")
         started = time.monotonic()
-        report = BatchReport(batch_id=batch_id)
+        report = BatchReport(batch_id=batch_id, started_at=time.time())
         now = _utcnow()
         label = self._label(batch_id)
         max_before = self._max_before(batch_id)
@@ -524,12 +553,18 @@ class BatchWriter:
                     parsed.unpersist()
             if batch_id and batch_id % MAINTENANCE_EVERY == 0:
                 self._maintain()
+        except BaseException:
+            report.failed = True
+            raise
         finally:
             raw.unpersist()
             report.seconds = time.monotonic() - started
             report.finished_at = time.time()
             with self.lock:
                 self.reports = [*self.reports[-199:], report]
+            if self.on_report is not None:
+                with contextlib.suppress(Exception):
+                    self.on_report(report)
 
     def _process(
         self,
@@ -578,6 +613,7 @@ class BatchWriter:
         report.windows = len(windows)
         if windows:
             self._upsert_minutes(spark, windows)
+            report.visible_at = time.time()
         self._hook("gold", batch_id)
 
         latest = pc.max(on_time["event_ts"]).as_py() if on_time.num_rows else None
@@ -715,8 +751,9 @@ def _start_query(
     max_per_batch: int | None,
     fault: Callable[[str, int], None] | None,
     writer: BatchWriter | None = None,
+    on_report: Callable[[BatchReport], None] | None = None,
 ) -> tuple[StreamingQuery, BatchWriter]:
-    writer = writer or BatchWriter(source, fault)
+    writer = writer or BatchWriter(source, fault, on_report)
     checkpoint = f"{checkpoint_root(source)}/spark"
     stream = read_source(spark, source, max_per_batch)
     write = (
@@ -885,6 +922,15 @@ def wait(timeout: float | None = None) -> bool:
     return True
 
 
+def reports() -> list[BatchReport]:
+    """The recent micro-batch reports of the background query (the latest 200)."""
+    live = _current
+    if live is None:
+        return []
+    with live.writer.lock:
+        return list(live.writer.reports)
+
+
 def _progress_dict(query: StreamingQuery | None) -> dict[str, Any] | None:
     if query is None:
         return None
@@ -925,8 +971,7 @@ def topic_end_offsets(topics: list[str], timeout: float = 3.0) -> dict[tuple[str
         consumer = KafkaConsumer(
             **client_options(),
             client_id="shoplake-lag",
-            request_timeout_ms=int(timeout * 1000) + 1000,
-            api_version_auto_timeout_ms=int(timeout * 1000),
+            bootstrap_timeout_ms=int(timeout * 1000),
         )
     except Exception:
         return None
@@ -976,7 +1021,7 @@ def status(with_lag: bool = True) -> dict[str, Any]:
         error=live.error,
     )
     with live.writer.lock:
-        reports = list(live.writer.reports)
+        reports = [r for r in live.writer.reports if not r.failed]
     out["batches"] = len(reports)
     if reports:
         last = reports[-1]
@@ -1043,11 +1088,18 @@ def run_foreground(
     lock = _ProcessLock(checkpoint_root(chosen))
     lock.acquire()
     started = time.monotonic()
+    done: list[BatchReport] = []
+
+    def record(report: BatchReport) -> None:
+        if not report.failed:
+            done.append(report)
+        if progress is not None:
+            progress(report)
+
     try:
         query, writer = _start_query(
-            spark, chosen, available_now, trigger_seconds, max_per_batch, fault
+            spark, chosen, available_now, trigger_seconds, max_per_batch, fault, on_report=record
         )
-        seen = 0
         deadline = started + seconds if seconds is not None else None
         try:
             while query.isActive:
@@ -1058,32 +1110,22 @@ def run_foreground(
                     query.awaitTermination(min(1.0, remaining) if remaining is not None else 1.0)
                 except Exception:
                     break  # the query failed: reported below from query.exception()
-                if progress is not None:
-                    with writer.lock:
-                        fresh = writer.reports[seen:]
-                    for report in fresh:
-                        progress(report)
-                    seen += len(fresh)
         finally:
             if query.isActive:
                 _graceful_stop(query, writer)
         failure = query.exception()
         if failure is not None:
             raise StreamError(f"the live query failed: {_short(failure)}")
-        reports = list(writer.reports)
-        if progress is not None:
-            for report in reports[seen:]:
-                progress(report)
     finally:
         lock.release()
     return RunSummary(
         source=chosen,
-        batches=len(reports),
-        rows=sum(r.rows for r in reports),
-        quarantined=sum(r.quarantined for r in reports),
-        duplicates=sum(r.duplicates for r in reports),
-        late=sum(r.late for r in reports),
-        inserted=sum(r.inserted for r in reports),
+        batches=len(done),
+        rows=sum(r.rows for r in done),
+        quarantined=sum(r.quarantined for r in done),
+        duplicates=sum(r.duplicates for r in done),
+        late=sum(r.late for r in done),
+        inserted=sum(r.inserted for r in done),
         seconds=time.monotonic() - started,
     )
 
