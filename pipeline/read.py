@@ -29,46 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import SOURCES, settings
+from pipeline.contract import BRONZE_META
+from pipeline.contract import SOURCES as SOURCE_CONTRACT
 
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold")
 
-_BRONZE_META = ("_raw", "_source_file", "_batch_id", "_ingested_at")
-_SOURCE_COLUMNS = {
-    "orders": (
-        "order_id",
-        "customer_id",
-        "order_ts",
-        "status",
-        "channel",
-        "payment_method",
-        "country",
-        "updated_at",
-    ),
-    "order_items": ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount_pct"),
-    "customers": (
-        "customer_id",
-        "name",
-        "email",
-        "signup_date",
-        "country",
-        "city",
-        "segment",
-        "updated_at",
-    ),
-    "products": (
-        "product_id",
-        "name",
-        "category",
-        "subcategory",
-        "brand",
-        "list_price",
-        "unit_cost",
-        "is_active",
-        "updated_at",
-    ),
-}
+_BRONZE_META = BRONZE_META[:4]
+_SOURCE_COLUMNS = {name: source.columns for name, source in SOURCE_CONTRACT.items()}
 
 # The contract's tables (DESIGN.md section 4) and the columns an empty read returns.
 TABLES: dict[str, dict[str, tuple[str, ...]]] = {

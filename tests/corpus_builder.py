@@ -630,14 +630,14 @@ def _product_cases() -> list[Case]:
             "products",
             ".parquet",
             lambda: good[: len(good) // 2],
-            Expect(status="unreadable"),
+            Expect(status="unreadable", note="is not a Parquet file"),
         ),
         Case(
             "products-not-parquet",
             "products",
             ".parquet",
             lambda: csv_bytes(PRODUCT_COLS, [["P-NP-1"] + [""] * 8]),
-            Expect(status="unreadable"),
+            Expect(status="unreadable", note="is not a Parquet file"),
         ),
         Case(
             "products-wrong-column-types",

@@ -38,8 +38,13 @@ class SimulatedCrashError(RuntimeError):
     pass
 
 
-def _assert_exact(lake: Path, events: list[dict], sent: int, malformed: int) -> None:
-    """Gold holds exactly the distinct valid events; nothing else was lost or doubled."""
+def _assert_exact(
+    lake: Path, events: list[dict], sent: int, malformed: int, duplicates: int
+) -> None:
+    """Gold holds exactly the distinct valid events; nothing else was lost or doubled.
+
+    Also the stream's reconciliation: bronze = stored + quarantined + duplicates + late.
+    """
     assert gold_minutes(lake) == expected_minutes(events)
     stored = [r["event_id"] for r in table_rows(lake, "silver", "order_events")]
     assert len(stored) == len(set(stored)) == len({e["event_id"] for e in events})
@@ -51,6 +56,12 @@ def _assert_exact(lake: Path, events: list[dict], sent: int, malformed: int) -> 
     dq = [r for r in table_rows(lake, "gold", "dq_results") if r["layer"] == "live"]
     checked = sum(r["rows_checked"] for r in dq if r["rule"] == "malformed_record")
     assert checked == sent, "every record checked exactly once"
+    failed = {
+        rule: sum(r["rows_failed"] for r in dq if r["rule"] == rule)
+        for rule in ("unique_event_id", "within_watermark")
+    }
+    assert failed == {"unique_event_id": duplicates, "within_watermark": 0}
+    assert sent == len(stored) + len(quarantined) + duplicates
 
 
 # ---------------------------------------------------------------- pure transformations
@@ -187,6 +198,7 @@ def test_kafka_exactly_once_across_stop_crash_and_restart(
         first.events + second.events,
         sent=first.sent + second.sent,
         malformed=first.malformed_total + second.malformed_total,
+        duplicates=first.duplicates + second.duplicates,
     )
     # 4. running again finds nothing new and changes nothing
     before = gold_minutes(empty_lake)
@@ -235,6 +247,7 @@ def test_file_drop_source_is_exact(spark, empty_lake: Path) -> None:
         first.events + second.events,
         sent=first.sent + second.sent,
         malformed=first.malformed_total + second.malformed_total,
+        duplicates=first.duplicates + second.duplicates,
     )
 
 

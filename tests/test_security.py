@@ -280,3 +280,23 @@ def test_kafka_status_never_logs_the_password(
     captured = capsys.readouterr()
     assert kafka_secret not in captured.out + captured.err
     assert kafka_secret not in caplog.text
+
+
+def test_topic_creation_never_logs_the_password(
+    kafka_secret: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer's admin client is built from the same settings: same rule."""
+    from kafka.errors import KafkaError
+
+    from pipeline.live import broker, producer
+
+    settings_with_password = broker.client_options
+    monkeypatch.setattr(  # give up on the absent cluster quickly
+        broker,
+        "client_options",
+        lambda: {**settings_with_password(), "bootstrap_timeout_ms": 1000},
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(KafkaError):
+        producer.ensure_topic("orders")
+    assert kafka_secret not in caplog.text

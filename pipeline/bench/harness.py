@@ -357,7 +357,7 @@ def task_pages(p: dict) -> dict:
     if module is None:
         return {"available": False}
     name, result = _call_entry(
-        module, ("bench_pages", "run_bench", "benchmark", "measure", "run", "main"), p["quick"]
+        module, ("bench_pages", "page_seconds", "run_bench", "benchmark", "measure"), p["quick"]
     )
     return {"available": True, "entry": name, "result": result}
 
@@ -367,7 +367,7 @@ def task_stream(p: dict) -> dict:
     if module is None:
         return {"available": False}
     name, result = _call_entry(
-        module, ("bench_stream", "run_bench", "benchmark", "measure", "run", "main"), p["quick"]
+        module, ("bench_stream", "run_bench", "benchmark", "measure"), p["quick"]
     )
     return {"available": True, "entry": name, "result": result}
 
@@ -668,8 +668,9 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
     if dq_lake is not None and dq_full is not None:
         dq = _measure_dq(bench, plan.dq_orders, dq_lake, dq_full)
         session_starts.extend(dq.pop("_session_starts", []))
-    pages = _measure_script(bench, "pages")
-    stream = _measure_script(bench, "stream")
+    # pages read the largest lake, as a dashboard over the benchmark's data would
+    pages = _measure_script(bench, "pages", work / f"lake-{plan.largest}")
+    stream = _measure_script(bench, "stream", None)  # it builds its own lake and broker
 
     top = scaling[-1] if scaling else {}
     full_seconds = median(top.get("shoplake_seconds"))
@@ -805,6 +806,9 @@ def _measure_incremental(
         "steps": run["steps"],
         "fraction_of_full": ratio(run["seconds"], full, 4),
         "peak_memory_gb": gb(res.peak_bytes),
+        # the worker's whole tree: session start and the append's generation included
+        "process_cpu_seconds": res.cpu_seconds,
+        "full_run_process_cpu_seconds": statistics.median(r["cpu"] for r in full_runs),
     }
     tables_file = bench.work / f"duckdb-gold-{size}-appended.pickle"
     duck = _duckdb(bench, size, lake, 99, tables_file)
@@ -836,18 +840,20 @@ def _first_number(data: Any, names: Sequence[str]) -> float | None:
     return None
 
 
-def _measure_script(bench: Bench, kind: str) -> dict:
+def _measure_script(bench: Bench, kind: str, lake: Path | None) -> dict:
     script = SCRIPTS / f"bench_{kind}.py"
     if not script.is_file():
         bench.notes.append(f"{kind}: scripts/bench_{kind}.py does not exist yet; figures are null")
         return {"available": False}
     bench.say(f"{kind}: running scripts/bench_{kind}.py ...")
-    res = bench.worker(kind, {"quick": bench.plan.mode == "quick"}, None, f"{kind}")
+    res = bench.worker(kind, {"quick": bench.plan.mode == "quick"}, lake, f"{kind}")
     if not res.ok:
         bench.notes.append(f"{kind}: scripts/bench_{kind}.py failed: {res.error}")
         return {"available": True, "error": res.error}
     raw = res.data.get("result")
     out: dict[str, Any] = {"available": True, "entry": res.data.get("entry"), "result": raw}
+    if lake is not None:
+        out["lake_orders"] = bench.plan.largest
     if kind == "pages":
         value = _first_number(raw, ("page_seconds_max", "max_seconds", "seconds_max"))
         if value is None and isinstance(raw, dict):

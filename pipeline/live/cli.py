@@ -190,7 +190,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "kafka",
         help="start, stop or check the local Kafka broker",
         description="The local single-node KRaft broker (data under <lake>/_kafka). "
-        "When KAFKA_BOOTSTRAP_SERVERS is set the local broker is not used.",
+        "When KAFKA_BOOTSTRAP_SERVERS is set the local broker is not used. "
+        "`status` exits 0 when the broker answers and 3 when it does not.",
     )
     kafka.add_argument("action", choices=("start", "stop", "status"))
     kafka.set_defaults(func=_guard(_kafka))

@@ -14,12 +14,18 @@ this order:
 6. gold.live_alerts        the minutes the watermark closed      MERGE, recomputed from step 5
 7. the query's state       max event_ts so far                   overwrite
 
-Why this is exact. Spark's checkpoint (<lake>/_checkpoints/live/kafka/<topic>/spark or
-.../live/files/spark)
-replays a micro-batch whose commit it did not record, with the same offsets or
-files. Every append and the state overwrite carry a Delta app transaction
-(app id = the query id, stable across restarts; version = the batch id), and
-a table that already holds this batch's transaction is not written again.
+silver.order_events is the stream's Silver table: one row per distinct valid
+event (its minute, units, net revenue, lineage). It is also the dedup state,
+and it makes the stream reconcile like the batch tables: bronze records =
+stored events + quarantined + duplicates + late (the last two counted per
+batch in gold.dq_results as `unique_event_id` and `within_watermark`).
+
+Why this is exact. Spark's checkpoint (<lake>/_checkpoints/live/kafka/<topic>/
+spark, or .../live/files/spark) replays a micro-batch whose commit it did not
+record, with the same offsets or files. Every append and the state overwrite
+carry a Delta app transaction (app id = the query id, stable across restarts;
+version = the batch id), and a table that already holds this batch's
+transaction is not written again.
 Step 4 also appends only event_ids the store does not hold, and steps 5-6
 recompute their rows from the store rather than add to them, so running a
 batch twice gives the same tables as running it once. The state row keeps
@@ -683,12 +689,22 @@ class BatchWriter:
         return alerts.num_rows
 
     def _maintain(self) -> None:
-        """Compact the small files many micro-batches leave behind."""
+        """Compact the small files many micro-batches leave behind.
+
+        The state table is rewritten by nearly every batch and read only by this
+        writer, so its old files are removed at once; the other tables keep
+        Delta's default retention for their readers.
+        """
         for name in ("bronze", "store", "gold", "alerts"):
             target = _delta_table(self.paths[name])
             if target is not None:
                 with contextlib.suppress(Exception):
                     target.optimize.compact()
+        state = _delta_table(self.state_path)
+        if state is not None:
+            with contextlib.suppress(Exception):
+                state.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+                state.cleanup_metadata()
 
 
 # ---------------------------------------------------------------- query lifecycle

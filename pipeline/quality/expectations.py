@@ -108,3 +108,29 @@ def raise_on_fail(table: str, counts: Sequence[RuleCount]) -> None:
 def only_well_formed(condition: str) -> str:
     """A rule about a field is moot on a line that could not be parsed at all."""
     return f"(_raw IS NOT NULL) OR ({condition})"
+
+
+def record_rules(key_present: str, key_description: str) -> list[Expectation]:
+    """The rules every source starts with: the line parsed, and its key is there."""
+    return [
+        Expectation("malformed_record", "_raw IS NULL", "quarantine", "the line could be parsed"),
+        Expectation("missing_key", only_well_formed(key_present), "quarantine", key_description),
+    ]
+
+
+def updated_at_rules() -> list[Expectation]:
+    """updated_at ranks versions; unparseable counts as oldest, out of range is quarantined."""
+    return [
+        Expectation(
+            "updated_at_out_of_range",
+            only_well_formed("_updated_at IS NULL OR NOT _updated_at_out_of_range"),
+            "quarantine",
+            "updated_at between 2000-01-01 and one day after ingestion",
+        ),
+        Expectation(
+            "unparseable_updated_at",
+            "updated_at IS NULL OR _updated_at IS NOT NULL",
+            "warn",
+            "updated_at parses (else it counts as the oldest version)",
+        ),
+    ]

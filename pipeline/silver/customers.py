@@ -6,11 +6,15 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.contract import SOURCES
-from pipeline.quality.expectations import Expectation, only_well_formed
+from pipeline.quality.expectations import (
+    Expectation,
+    only_well_formed,
+    record_rules,
+    updated_at_rules,
+)
 from pipeline.silver.normalise import (
     parse_timestamp,
-    timestamp_in_future,
-    timestamp_too_old,
+    timestamp_out_of_range,
     valid_email,
 )
 from pipeline.silver.refine import lineage_columns
@@ -18,10 +22,7 @@ from pipeline.silver.refine import lineage_columns
 SOURCE = SOURCES["customers"]
 
 EXPECTATIONS = [
-    Expectation("malformed_record", "_raw IS NULL", "quarantine", "the JSON line could be parsed"),
-    Expectation(
-        "missing_key", only_well_formed("customer_id IS NOT NULL"), "quarantine", "customer_id"
-    ),
+    *record_rules("customer_id IS NOT NULL", "customer_id"),
     Expectation(
         "unparseable_signup_date",
         only_well_formed("signup_date IS NULL OR _signup_date IS NOT NULL"),
@@ -35,23 +36,12 @@ EXPECTATIONS = [
         "signup_date between 2000-01-01 and one day after ingestion",
     ),
     Expectation(
-        "updated_at_out_of_range",
-        only_well_formed("_updated_at IS NULL OR NOT _updated_at_out_of_range"),
-        "quarantine",
-        "updated_at between 2000-01-01 and one day after ingestion",
-    ),
-    Expectation(
         "invalid_email",
         "_raw IS NOT NULL OR email IS NULL OR _email_valid",
         "warn",
         "email looks like an address (else it becomes null; the customer is kept)",
     ),
-    Expectation(
-        "unparseable_updated_at",
-        "updated_at IS NULL OR _updated_at IS NOT NULL",
-        "warn",
-        "updated_at parses (else it counts as the oldest version)",
-    ),
+    *updated_at_rules(),
 ]
 
 COLUMNS = [
@@ -67,7 +57,7 @@ COLUMNS = [
 
 
 def _out_of_range(ts: F.Column) -> F.Column:
-    return timestamp_too_old(ts) | timestamp_in_future(ts, F.col("_ingested_at"))
+    return timestamp_out_of_range(ts, F.col("_ingested_at"))
 
 
 def typed(df: DataFrame) -> DataFrame:

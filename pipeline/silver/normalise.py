@@ -85,6 +85,10 @@ def timestamp_in_future(ts: Column, ingested_at: Column) -> Column:
     return ts > ingested_at + F.expr("INTERVAL 1 DAY")
 
 
+def timestamp_out_of_range(ts: Column, ingested_at: Column) -> Column:
+    return timestamp_too_old(ts) | timestamp_in_future(ts, ingested_at)
+
+
 def normalise_status(raw: Column) -> Column:
     """Canonical status, or null for anything unknown."""
     key = F.regexp_replace(F.lower(strip(raw)), r"(?U)\s+", " ")

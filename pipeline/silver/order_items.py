@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.contract import SOURCES
-from pipeline.quality.expectations import Expectation, only_well_formed
+from pipeline.quality.expectations import Expectation, only_well_formed, record_rules
 from pipeline.silver.normalise import parse_decimal, parse_int
 from pipeline.silver.refine import lineage_columns
 
@@ -20,12 +20,8 @@ MAX_QUANTITY = 1000
 MAX_UNIT_PRICE = 100000
 
 EXPECTATIONS = [
-    Expectation("malformed_record", "_raw IS NULL", "quarantine", "the CSV line could be parsed"),
-    Expectation(
-        "missing_key",
-        only_well_formed("order_id IS NOT NULL AND _line_no IS NOT NULL"),
-        "quarantine",
-        "order_id and an integer line_no present",
+    *record_rules(
+        "order_id IS NOT NULL AND _line_no IS NOT NULL", "order_id and an integer line_no present"
     ),
     Expectation(
         "invalid_quantity",

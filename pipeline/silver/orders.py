@@ -10,11 +10,17 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.contract import SOURCES
-from pipeline.quality.expectations import Expectation, only_well_formed
+from pipeline.quality.expectations import (
+    Expectation,
+    only_well_formed,
+    record_rules,
+    updated_at_rules,
+)
 from pipeline.silver.normalise import (
     normalise_status,
     parse_timestamp,
     timestamp_in_future,
+    timestamp_out_of_range,
     timestamp_too_old,
 )
 from pipeline.silver.refine import lineage_columns
@@ -22,10 +28,7 @@ from pipeline.silver.refine import lineage_columns
 SOURCE = SOURCES["orders"]
 
 EXPECTATIONS = [
-    Expectation("malformed_record", "_raw IS NULL", "quarantine", "the CSV line could be parsed"),
-    Expectation(
-        "missing_key", only_well_formed("order_id IS NOT NULL"), "quarantine", "order_id present"
-    ),
+    *record_rules("order_id IS NOT NULL", "order_id present"),
     Expectation(
         "unparseable_order_ts",
         only_well_formed("_order_ts IS NOT NULL"),
@@ -50,18 +53,7 @@ EXPECTATIONS = [
         "quarantine",
         "status normalises to one of the six statuses",
     ),
-    Expectation(
-        "updated_at_out_of_range",
-        only_well_formed("_updated_at IS NULL OR NOT _updated_at_out_of_range"),
-        "quarantine",
-        "updated_at between 2000-01-01 and one day after ingestion",
-    ),
-    Expectation(
-        "unparseable_updated_at",
-        "updated_at IS NULL OR _updated_at IS NOT NULL",
-        "warn",
-        "updated_at parses (else it counts as the oldest version)",
-    ),
+    *updated_at_rules(),
 ]
 
 COLUMNS = [
@@ -90,10 +82,9 @@ def typed(df: DataFrame) -> DataFrame:
         "*",
         timestamp_too_old(F.col("_order_ts")).alias("_order_ts_too_old"),
         timestamp_in_future(F.col("_order_ts"), F.col("_ingested_at")).alias("_order_ts_in_future"),
-        (
-            timestamp_too_old(F.col("_updated_at"))
-            | timestamp_in_future(F.col("_updated_at"), F.col("_ingested_at"))
-        ).alias("_updated_at_out_of_range"),
+        timestamp_out_of_range(F.col("_updated_at"), F.col("_ingested_at")).alias(
+            "_updated_at_out_of_range"
+        ),
     )
 
 

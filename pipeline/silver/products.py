@@ -6,22 +6,23 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.contract import SOURCES
-from pipeline.quality.expectations import Expectation, only_well_formed
+from pipeline.quality.expectations import (
+    Expectation,
+    only_well_formed,
+    record_rules,
+    updated_at_rules,
+)
 from pipeline.silver.normalise import (
     parse_decimal,
     parse_timestamp,
-    timestamp_in_future,
-    timestamp_too_old,
+    timestamp_out_of_range,
 )
 from pipeline.silver.refine import lineage_columns
 
 SOURCE = SOURCES["products"]
 
 EXPECTATIONS = [
-    Expectation("malformed_record", "_raw IS NULL", "quarantine", "the record could be parsed"),
-    Expectation(
-        "missing_key", only_well_formed("product_id IS NOT NULL"), "quarantine", "product_id"
-    ),
+    *record_rules("product_id IS NOT NULL", "product_id"),
     Expectation(
         "negative_list_price",
         only_well_formed("_list_price IS NULL OR _list_price >= 0"),
@@ -34,18 +35,7 @@ EXPECTATIONS = [
         "quarantine",
         "unit_cost >= 0 when present",
     ),
-    Expectation(
-        "updated_at_out_of_range",
-        only_well_formed("_updated_at IS NULL OR NOT _updated_at_out_of_range"),
-        "quarantine",
-        "updated_at between 2000-01-01 and one day after ingestion",
-    ),
-    Expectation(
-        "unparseable_updated_at",
-        "updated_at IS NULL OR _updated_at IS NOT NULL",
-        "warn",
-        "updated_at parses (else it counts as the oldest version)",
-    ),
+    *updated_at_rules(),
 ]
 
 COLUMNS = ["product_id", "name", "category", "list_price", "unit_cost"]
@@ -58,9 +48,7 @@ def typed(df: DataFrame) -> DataFrame:
         parse_decimal(F.col("list_price"), 18, 4).alias("_list_price"),
         parse_decimal(F.col("unit_cost"), 18, 4).alias("_unit_cost"),
         updated_at.alias("_updated_at"),
-        (
-            timestamp_too_old(updated_at) | timestamp_in_future(updated_at, F.col("_ingested_at"))
-        ).alias("_updated_at_out_of_range"),
+        timestamp_out_of_range(updated_at, F.col("_ingested_at")).alias("_updated_at_out_of_range"),
     )
 
 

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from pipeline.contract import SOURCES as SOURCES_CONTRACT
+
 SOURCES = ("orders", "order_items", "customers", "products")
 
 #: Manifest defect keys per source (the Silver quality rule names).
@@ -87,27 +89,10 @@ DEFECT_NAMES: list[str] = list(
 )
 
 FILE_SUFFIX = {"orders": "csv", "order_items": "csv", "customers": "jsonl", "products": "parquet"}
-ORDER_COLUMNS = (
-    "order_id",
-    "customer_id",
-    "order_ts",
-    "status",
-    "channel",
-    "payment_method",
-    "country",
-    "updated_at",
-)
-ITEM_COLUMNS = ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount_pct")
-CUSTOMER_COLUMNS = (
-    "customer_id",
-    "name",
-    "email",
-    "signup_date",
-    "country",
-    "city",
-    "segment",
-    "updated_at",
-)
+# The landing columns are the project's contract (pipeline/contract.py), stated once.
+ORDER_COLUMNS = SOURCES_CONTRACT["orders"].columns
+ITEM_COLUMNS = SOURCES_CONTRACT["order_items"].columns
+CUSTOMER_COLUMNS = SOURCES_CONTRACT["customers"].columns
 PRODUCT_SCHEMA = pa.schema(
     [
         ("product_id", pa.string()),
