@@ -192,7 +192,9 @@ def test_connect_session_lacks_what_the_pipeline_needs(servers, cluster_lake):
         # 2. delta.tables.DeltaTable on a Connect session sends Delta's own plan extension,
         #    which the server can only run with the Delta Connect server plugin.
         with pytest.raises(Exception, match="NO_HANDLER_FOR_EXTENSION"):
-            SparkDeltaTable.forPath(spark, str(cluster_lake / "gold" / "daily_sales")).toDF()
+            SparkDeltaTable.forPath(
+                spark, str(cluster_lake / "gold" / "daily_sales")
+            ).toDF().count()
     finally:
         spark.stop()
 
