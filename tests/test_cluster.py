@@ -179,7 +179,7 @@ def test_connect_client_writes_and_merges_delta_with_sql(servers, tmp_path):
     assert DeltaTable(target).version() == 1
 
 
-def test_connect_session_lacks_what_the_pipeline_needs(servers, cluster_lake):
+def test_connect_session_lacks_what_the_pipeline_needs(servers, cluster_lake, monkeypatch):
     """The two classic-only features the batch run uses, each failing as documented."""
     from delta.tables import DeltaTable as SparkDeltaTable
 
@@ -190,7 +190,10 @@ def test_connect_session_lacks_what_the_pipeline_needs(servers, cluster_lake):
         with pytest.raises(Exception, match="JVM_ATTRIBUTE_NOT_SUPPORTED"):
             spark.sparkContext  # noqa: B018
         # 2. delta.tables.DeltaTable on a Connect session sends Delta's own plan extension,
-        #    which the server can only run with the Delta Connect server plugin.
+        #    which the server can only run with the Delta Connect server plugin. delta-spark
+        #    picks its Connect client when SPARK_CONNECT_MODE_ENABLED is set, as pyspark's
+        #    builder does for the app's SPARK_REMOTE session.
+        monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
         with pytest.raises(Exception, match="NO_HANDLER_FOR_EXTENSION"):
             SparkDeltaTable.forPath(
                 spark, str(cluster_lake / "gold" / "daily_sales")
