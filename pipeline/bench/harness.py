@@ -781,6 +781,11 @@ def _measure_dq(bench: Bench, size: int, lake: Path, full: dict) -> dict:
             None if with_s is None or not without_s else round((with_s - without_s) / without_s, 3)
         )
         bench.say(f"{size:,} orders: Silver {with_s} s with expectations, {without_s} s without")
+        if out["overhead_fraction"] is not None and out["overhead_fraction"] < 0:
+            bench.notes.append(
+                "quality overhead came out negative: at this size (or on this busy machine) "
+                "the noise between Silver runs is larger than the rules' cost"
+            )
     return out
 
 
@@ -862,7 +867,7 @@ def _measure_script(bench: Bench, kind: str, lake: Path | None) -> dict:
         if value is None and isinstance(raw, dict):
             numbers = [v for v in raw.values() if isinstance(v, int | float)]
             value = max(numbers) if numbers else None
-        out["page_seconds_max"] = value
+        out["page_seconds_max"] = None if value is None else round(value, 3)
     else:
         out["events_per_second"] = _first_number(
             raw, ("stream_events_per_second", "events_per_second", "throughput")
