@@ -265,6 +265,10 @@ def check(source: str, r: Record, now: dt.datetime, order_ids: set[str]) -> tupl
         lp, uc = _dec(v["list_price"]), _dec(v["unit_cost"])
         if v["product_id"] is None:
             failed.append("missing_key")
+        if v["list_price"] is not None and lp is None:
+            failed.append("invalid_list_price")
+        if v["unit_cost"] is not None and uc is None:
+            failed.append("invalid_unit_cost")
         if lp is not None and lp < 0:
             failed.append("negative_list_price")
         if uc is not None and uc < 0:

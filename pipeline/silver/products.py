@@ -24,6 +24,18 @@ SOURCE = SOURCES["products"]
 EXPECTATIONS = [
     *record_rules("product_id IS NOT NULL", "product_id"),
     Expectation(
+        "invalid_list_price",
+        only_well_formed("list_price IS NULL OR _list_price IS NOT NULL"),
+        "quarantine",
+        "list_price a plain number when present (not NaN, Infinity or 1,299.00)",
+    ),
+    Expectation(
+        "invalid_unit_cost",
+        only_well_formed("unit_cost IS NULL OR _unit_cost IS NOT NULL"),
+        "quarantine",
+        "unit_cost a plain number when present",
+    ),
+    Expectation(
         "negative_list_price",
         only_well_formed("_list_price IS NULL OR _list_price >= 0"),
         "quarantine",
