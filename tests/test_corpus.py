@@ -1,11 +1,11 @@
 """Hostile landing files: the run survives them and every record is accounted for.
 
-All hostile files (tests/corpus_builder.py) sit in one landing zone, mostly in
-one batch, and the pipeline runs once over them; the per-case tests then read
-what that run left behind. Each case checks that its file is logged (ingested,
-or unreadable with its name and the reason), that each of its Bronze rows is in
-Silver or in quarantine with the expected rule names, and the Silver values
-that show it was read correctly.
+All hostile files (tests/corpus_builder.py) sit in one landing zone, in one
+batch beside a clean baseline batch, and the pipeline runs once over them; the
+per-case tests then read what that run left behind. Each case checks that its
+file is logged (ingested, or unreadable with its name and the reason), that
+each of its Bronze rows is in Silver or in quarantine with the expected rule
+names, and the Silver values that show it was read correctly.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import lake
@@ -47,7 +47,7 @@ class Outcome:
     table_rows: dict[str, dict[str, int]]  # table -> rows actually in each table
 
 
-def _per_file(source: str, df, column: str) -> dict[FileKey, int]:
+def _per_file(source: str, df: DataFrame, column: str) -> dict[FileKey, int]:
     return {(source, r[0]): int(r[1]) for r in df.groupBy(column).count().collect()}
 
 
