@@ -267,9 +267,10 @@ def ensure_topic(topic: str, partitions: int = TOPIC_PARTITIONS) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
 
-    from pipeline.live.broker import client_options
+    from pipeline.live.broker import client_options, quiet_client_logs
 
-    admin = KafkaAdminClient(**client_options(), client_id="shoplake-admin")
+    with quiet_client_logs():  # the client logs its whole config, secrets included
+        admin = KafkaAdminClient(**client_options(), client_id="shoplake-admin")
     try:
         if topic in set(admin.list_topics()):
             return False

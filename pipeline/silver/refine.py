@@ -65,6 +65,7 @@ def refine(
     typed: Callable[[DataFrame], DataFrame],
     expectations: Sequence[Expectation],
     updated_at: Column,
+    version_key: Sequence[Column] | None = None,
 ) -> Refined:
     marked = mark_exact_duplicates(bronze, [*source.columns, "_raw"])
     duplicates = marked.filter(F.col(IS_DUPLICATE))
@@ -72,7 +73,13 @@ def refine(
         expectations = []  # benchmark switch: the same run without the rules
     checked = flag(typed(marked.filter(~F.col(IS_DUPLICATE))), expectations)
     failing = checked.filter(is_quarantined())
-    versioned = mark_versions(checked.filter(~is_quarantined()), source.key, updated_at)
+    # Versions are chosen on the key as Silver stores it (trimmed; line numbers as integers).
+    keys = version_key or [F.trim(F.col(k)) for k in source.key]
+    passing = checked.filter(~is_quarantined()).select(
+        "*", *[k.alias(f"_vk{i}") for i, k in enumerate(keys)]
+    )
+    versioned = mark_versions(passing, [f"_vk{i}" for i in range(len(keys))], updated_at)
+    versioned = versioned.drop(*[f"_vk{i}" for i in range(len(keys))])
 
     fate_of_version = (
         F.when(F.col(VERSION_FATE) == "survivor", F.lit("silver"))

@@ -84,6 +84,9 @@ def _refine(ctx: Context, module: ModuleType, typed: Callable[[DataFrame], DataF
         typed,
         module.EXPECTATIONS,
         updated_at=F.col("_updated_at") if module is not order_items else F.lit(None),
+        version_key=[F.trim(F.col("order_id")), F.col("_line_no")]
+        if module is order_items
+        else None,
     )
 
 
