@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.runner import run
 
     started = time.perf_counter()
-    result = run(args.layer, progress=_progress)
+    result = run(args.layer, progress=_progress, full_refresh=args.full_refresh)
     header = ("step", "status", "rows in", "rows out", "quarantined", "seconds")
     print("{:<26}{:<11}{:>12}{:>12}{:>13}{:>9}".format(*header))
     for s in result.steps:
@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a layer of the pipeline, or all")
     run.add_argument("layer", nargs="?", default="all", choices=["bronze", "silver", "gold", "all"])
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="recompute Silver customers, orders and items from all of Bronze",
+    )
     run.set_defaults(func=cmd_run)
 
     quality = sub.add_parser("quality", help="print the latest quality report")
@@ -108,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run the benchmarks (bench/results/latest.json)")
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    from pipeline.bench.harness import add_plan_options
+
+    add_plan_options(bench)
     bench.set_defaults(func=cmd_bench)
 
     try:

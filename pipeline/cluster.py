@@ -187,6 +187,22 @@ class StandaloneCluster:
         state = self.status()
         return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")
 
+    def active_apps(self) -> list[dict]:
+        return list(self.status().get("activeapps", []))
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until no application runs: with one worker core, a second app would only queue.
+
+        An application's driver can exit a moment before the master drops it from
+        ``activeapps``; starting the next one before that makes it wait for the core.
+        """
+        _wait(
+            "the cluster to be free of applications",
+            lambda: not self.active_apps(),
+            self.daemons,
+            timeout,
+        )
+
     def launch(self) -> StandaloneCluster:
         """Start the master's process and return at once (``wait_ready`` finishes the start)."""
         self.port, self.webui_port = free_port(), free_port()

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import storage
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("SHOPLAKE_CACHE", PROJECT_ROOT / ".cache"))
 
@@ -29,14 +31,19 @@ class Settings:
 
     @property
     def lake_path(self) -> Path:
-        return Path(self.lake)
+        """The lake as a local folder (a path or a file:// URL); a remote root has none."""
+        local = storage.local_path(self.lake)
+        if local is None:
+            raise ValueError(f"the lake root {self.lake} is not a local folder")
+        return local
 
     @property
-    def landing(self) -> Path:
-        return self.lake_path / "landing"
+    def landing(self) -> str:
+        """Built by string, like every lake location: the root may be a URL (pipeline/storage)."""
+        return storage.join(self.lake, "landing")
 
     def table_path(self, layer: str, table: str) -> str:
-        return str(self.lake_path / layer / table)
+        return storage.join(self.lake, layer, table)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -50,7 +57,7 @@ class Settings:
 def settings() -> Settings:
     """Read the environment now (tests change it between calls)."""
     lake = os.environ.get("SHOPLAKE_LAKE", str(PROJECT_ROOT / "lake"))
-    if "://" not in lake:
+    if not storage.is_url(lake):
         lake = str(Path(lake).expanduser().resolve())
     return Settings(
         lake=lake,

@@ -37,6 +37,11 @@ def read(spark: SparkSession, layer: str, table: str) -> DataFrame:
         ) from exc
 
 
+def read_version(spark: SparkSession, layer: str, table: str, version: int) -> DataFrame:
+    """The table as it was at a Delta version (time travel)."""
+    return spark.read.format("delta").option("versionAsOf", version).load(path(layer, table))
+
+
 def read_or_none(spark: SparkSession, layer: str, table: str) -> DataFrame | None:
     return read(spark, layer, table) if exists(spark, layer, table) else None
 
@@ -68,40 +73,117 @@ def sync(
     keys: Sequence[str],
     scope: str | None = None,
     partition_by: Sequence[str] = (),
-) -> None:
-    """Make the table equal ``df`` with one MERGE: changed rows update, new insert, gone delete.
+) -> bool:
+    """Make the table (or the part ``scope`` selects) equal ``df``; True when it wrote.
 
-    Rows carry ``_row_hash`` so unchanged rows are left alone and a rerun
-    rewrites nothing. ``scope`` (a SQL condition on the target) limits which
-    target rows this source owns, so two writers can share a table.
+    Rows carry ``_row_hash``. When the target already holds the same rows (an
+    order-independent checksum of the hashes agrees) nothing is written, so a
+    rerun commits nothing. Otherwise the rows are replaced in one overwrite
+    commit (``replaceWhere`` for a scope, e.g. one source's partition of the
+    quarantine): for a whole recompute that is a single write job, where a
+    MERGE would add a join and a second scan. ``keys`` must be unique in
+    ``df``; large tables that change a little use ``upsert`` instead.
     """
     from pyspark.sql import functions as F
 
     hashed = df.withColumn("_row_hash", F.xxhash64(*[F.col(c) for c in df.columns]))
     spark = df.sparkSession
-    if not exists(spark, layer, table):
-        overwrite(hashed, layer, table, partition_by)
-        return
-    target = DeltaTable.forPath(spark, path(layer, table))
-    if set(target.toDF().columns) != set(hashed.columns):
-        if scope is None:
-            overwrite(hashed, layer, table, partition_by)
-            return
-        raise CorruptTableError(f"{layer}.{table} has an unexpected schema")
+    where = scope.replace("TARGET.", "") if scope else None
+    if exists(spark, layer, table):
+        target = DeltaTable.forPath(spark, path(layer, table)).toDF()
+        if set(target.columns) != set(hashed.columns):
+            if scope is not None:
+                raise CorruptTableError(f"{layer}.{table} has an unexpected schema")
+        else:
+            mine = target.filter(F.expr(where)) if where else target
+            if _checksum(mine) == _checksum(hashed):
+                return False
+    writer = hashed.write.format("delta").mode("overwrite")
+    if where and exists(spark, layer, table):
+        writer = writer.option("replaceWhere", where)
+    else:
+        writer = writer.option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path(layer, table))
+    return True
+
+
+def _checksum(df: DataFrame) -> tuple[int, int, int]:
+    """Row count and two sums over the row hashes: equal sets of rows agree."""
+    from pyspark.sql import functions as F
+
+    h = F.col("_row_hash").cast("decimal(38,0)")
+    row = df.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(h).alias("s"),
+        F.sum(F.xxhash64(F.col("_row_hash")).cast("decimal(38,0)")).alias("s2"),
+    ).first()
+    return int(row["n"]), int(row["s"] or 0), int(row["s2"] or 0)
+
+
+DELETE = "_delete"
+
+
+def upsert(
+    df: DataFrame,
+    layer: str,
+    table: str,
+    keys: Sequence[str],
+    scope: str | None = None,
+) -> None:
+    """Apply a change set with one MERGE: rows update or insert, ``_delete`` rows remove.
+
+    ``df`` holds the table's columns plus a boolean ``_delete``; a delete row
+    needs only its key. The row hash matches ``sync``'s, so an unchanged row is
+    left alone and applying the same change set twice changes nothing.
+    """
+    from pyspark.sql import functions as F
+
+    columns = [c for c in df.columns if c != DELETE]
+    hashed = df.select(
+        *columns,
+        F.xxhash64(*[F.col(c) for c in columns]).alias("_row_hash"),
+        F.col(DELETE),
+    )
+    target = DeltaTable.forPath(df.sparkSession, path(layer, table))
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     if scope:
         on = f"({scope.replace('TARGET.', 't.')}) AND {on}"
-    merge = (
+    values = {f"`{c}`": f"s.`{c}`" for c in [*columns, "_row_hash"]}
+    (
         target.alias("t")
         .merge(hashed.alias("s"), on)
-        .whenMatchedUpdateAll(condition="t._row_hash <> s._row_hash")
-        .whenNotMatchedInsertAll()
+        .whenMatchedDelete(condition=f"s.{DELETE}")
+        .whenMatchedUpdate(condition=f"NOT s.{DELETE} AND t._row_hash <> s._row_hash", set=values)
+        .whenNotMatchedInsert(condition=f"NOT s.{DELETE}", values=values)
+        .execute()
     )
-    if scope:
-        merge = merge.whenNotMatchedBySourceDelete(condition=scope.replace("TARGET.", "t."))
-    else:
-        merge = merge.whenNotMatchedBySourceDelete()
-    merge.execute()
+
+
+def replace_groups(df: DataFrame, layer: str, table: str, groups: DataFrame) -> None:
+    """Replace every row of the given groups with ``df``'s rows, in one MERGE.
+
+    ``groups`` holds the group key columns (one row per group); ``df`` the new
+    rows of those groups (a group may have several, or none left). A delete
+    row per group removes its old rows; only delete rows can match, so the new
+    rows are always inserts.
+    """
+    from pyspark.sql import functions as F
+
+    keys = groups.columns
+    deletes = groups.select(*keys, F.lit(True).alias(DELETE))
+    changes = df.withColumn(DELETE, F.lit(False)).unionByName(deletes, allowMissingColumns=True)
+    target = DeltaTable.forPath(df.sparkSession, path(layer, table))
+    on = " AND ".join([f"s.{DELETE}", *[f"t.`{k}` <=> s.`{k}`" for k in keys]])
+    values = {f"`{c}`": f"s.`{c}`" for c in df.columns}
+    (
+        target.alias("t")
+        .merge(changes.alias("s"), on)
+        .whenMatchedDelete()
+        .whenNotMatchedInsert(condition=f"NOT s.{DELETE}", values=values)
+        .execute()
+    )
 
 
 def _literal(value: object, dtype) -> Column:

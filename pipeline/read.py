@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import storage
 from pipeline.config import SOURCES, settings
 from pipeline.contract import BRONZE_META
 from pipeline.contract import SOURCES as SOURCE_CONTRACT
@@ -335,11 +336,8 @@ def landing_files() -> dict[str, int]:
     root = settings().landing
     out: dict[str, int] = {}
     for source in SOURCES:
-        folder = root / source
         try:
-            out[source] = sum(
-                1 for e in folder.iterdir() if e.is_file() and not e.name.startswith(("_", "."))
-            )
+            out[source] = len(storage.list_files(storage.join(root, source)))
         except (FileNotFoundError, NotADirectoryError):
             out[source] = 0
     return out

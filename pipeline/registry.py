@@ -23,6 +23,7 @@ class Context:
     spark: SparkSession
     run_id: str
     started_at: dt.datetime
+    full_refresh: bool = False  # recompute incremental Silver tables from all of Bronze
 
 
 @dataclass

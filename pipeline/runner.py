@@ -1,8 +1,9 @@
 """Run steps: one run at a time per lake, each step timed, counted and recorded.
 
-A run takes an exclusive file lock under the lake root, so two browser
-sessions (or the app and the command line) pressing run at once cannot
-interleave writes: the second is told a run is in progress.
+A run takes an exclusive file lock for the lake, so two browser sessions
+(or the app and the command line) pressing run at once cannot interleave
+writes: the second is told a run is in progress. The lock file is under a
+local lake root, and in CACHE_DIR/locks for a URL root (pipeline/storage).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from pipeline import lake
-from pipeline.config import settings
+from pipeline import lake, storage
+from pipeline.config import CACHE_DIR, settings
 from pipeline.registry import Context, Step, StepFailed, StepOutcome, steps_for
 
 Progress = Callable[[str, float], None]
@@ -87,9 +88,10 @@ class RunResult:
 
 @contextmanager
 def run_lock() -> Iterator[None]:
-    root = settings().lake_path
-    root.mkdir(parents=True, exist_ok=True)
-    handle = open(root / ".run.lock", "w")  # noqa: SIM115 - held for the whole run
+    """One run per lake: a POSIX lock, on a local file even for a URL root (one per machine)."""
+    path = storage.lock_file(settings().lake, ".run.lock", CACHE_DIR / "locks")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")  # noqa: SIM115 - held for the whole run
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -112,13 +114,13 @@ def _message(exc: BaseException) -> str:
     text = str(java.getMessage()) if java is not None else str(exc)
     text = text.strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    root = re.escape(str(settings().lake_path))
+    lake_root = settings().lake
+    root = re.escape(str(storage.local_path(lake_root) or lake_root))
     first = re.sub(rf"(file:)?(//)?{root}/(bronze|silver|gold)/([A-Za-z_]+)", r"\3.\4", first)
     return first[:600]
 
 
-def _record(
-    spark: SparkSession,
+def _records(
     run_id: str,
     step: Step,
     started: dt.datetime,
@@ -126,53 +128,57 @@ def _record(
     status: str,
     outcome: StepOutcome | None,
     error: str | None,
-) -> None:
+) -> tuple[tuple, list[tuple]]:
+    """One gold.pipeline_runs row and the step's gold.dq_results rows."""
     o = outcome or StepOutcome()
-    runs = lake.rows_frame(
-        spark,
-        [
-            (
-                run_id,
-                step.name,
-                started,
-                finished,
-                status,
-                o.rows_in,
-                o.rows_out,
-                o.rows_quarantined,
-                error,
-                o.reconciliation,
-            )
-        ],
-        RUNS_SCHEMA,
+    run_row = (
+        run_id,
+        step.name,
+        started,
+        finished,
+        status,
+        o.rows_in,
+        o.rows_out,
+        o.rows_quarantined,
+        error,
+        o.reconciliation,
     )
-    lake.append(runs, "gold", "pipeline_runs")
-    if o.checks:
-        dq = lake.rows_frame(
-            spark,
-            [
-                (
-                    run_id,
-                    c.layer,
-                    c.table,
-                    c.count.rule,
-                    c.count.action,
-                    c.count.rows_checked,
-                    c.count.rows_failed,
-                    c.count.pass_rate,
-                    finished,
-                )
-                for c in o.checks
-            ],
-            DQ_SCHEMA,
+    dq_rows = [
+        (
+            run_id,
+            c.layer,
+            c.table,
+            c.count.rule,
+            c.count.action,
+            c.count.rows_checked,
+            c.count.rows_failed,
+            c.count.pass_rate,
+            finished,
         )
-        lake.append(dq, "gold", "dq_results")
+        for c in o.checks
+    ]
+    return run_row, dq_rows
+
+
+def _record(spark: SparkSession, runs: list[tuple], dq: list[tuple]) -> None:
+    """Two commits for the whole run: per-step commits cost about a second each."""
+    if runs:
+        lake.append(lake.rows_frame(spark, runs, RUNS_SCHEMA), "gold", "pipeline_runs")
+    if dq:
+        lake.append(lake.rows_frame(spark, dq, DQ_SCHEMA), "gold", "dq_results")
 
 
 def run(
-    target: str = "all", spark: SparkSession | None = None, progress: Progress | None = None
+    target: str = "all",
+    spark: SparkSession | None = None,
+    progress: Progress | None = None,
+    full_refresh: bool = False,
 ) -> RunResult:
-    """Run a layer (or all) and return what happened; failures are results, not tracebacks."""
+    """Run a layer (or all) and return what happened; failures are results, not tracebacks.
+
+    The run's gold.pipeline_runs and gold.dq_results rows are written once, at
+    its end (also when a step failed); a run killed midway leaves none.
+    """
     steps = steps_for(target)
     if spark is None:
         from pipeline.spark import get_spark
@@ -181,8 +187,10 @@ def run(
     run_id = _now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     results: list[StepResult] = []
     with run_lock():
-        ctx = Context(spark, run_id, _now())
+        ctx = Context(spark, run_id, _now(), full_refresh)
         failed: str | None = None
+        runs: list[tuple] = []
+        dq: list[tuple] = []
         for i, step in enumerate(steps):
             if failed:
                 results.append(StepResult(step.name, "skipped"))
@@ -211,7 +219,9 @@ def run(
                 error = f"{step.name}: {_message(exc)} (the step reads {reads})"
                 outcome, status = None, "failed"
             seconds = time.perf_counter() - t0
-            _record(spark, run_id, step, started, _now(), status, outcome, error)
+            run_row, dq_rows = _records(run_id, step, started, _now(), status, outcome, error)
+            runs.append(run_row)
+            dq.extend(dq_rows)
             o = outcome or StepOutcome()
             results.append(
                 StepResult(
@@ -228,6 +238,7 @@ def run(
             )
             if status == "failed":
                 failed = error
+        _record(spark, runs, dq)
         if progress:
             progress("done" if not failed else "failed", 1.0)
     return RunResult(run_id, "failed" if failed else "succeeded", results, failed)

@@ -7,6 +7,7 @@ Lakes live in temporary folders; SHOPLAKE_LAKE points at the one a test uses
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,3 +65,11 @@ def use_lake(populated_lake) -> Iterator[Path]:
 def empty_lake(tmp_path) -> Iterator[Path]:
     with lake_at(tmp_path / "lake") as root:
         yield root
+
+
+@pytest.fixture()
+def topic(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A topic of its own per test: the checkpoint and the expected tables start empty."""
+    name = f"orders_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SHOPLAKE_TOPIC", name)
+    return name

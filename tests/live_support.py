@@ -5,7 +5,8 @@ The broker runs from Apache Kafka's own jars on a free port, with its data in
 a temporary folder, and is stopped when the session ends. The expected
 windows are computed here in plain Python decimals from the events the
 producer says it sent, without any ShopLake code, so a test compares the
-stream against an independent oracle.
+stream against an independent oracle; `assert_exact` is the one check of the
+live tables that tests/test_live.py and tests/test_live_crash.py share.
 """
 
 from __future__ import annotations
@@ -123,6 +124,32 @@ def gold_minutes(lake: Path) -> dict[dt.datetime, tuple]:
         )
         for r in rows
     }
+
+
+def assert_exact(
+    lake: Path, events: list[dict], sent: int, malformed: int, duplicates: int
+) -> None:
+    """Gold holds exactly the distinct valid events; nothing else was lost or doubled.
+
+    Also the stream's reconciliation: bronze = stored + quarantined + duplicates + late.
+    """
+    assert gold_minutes(lake) == expected_minutes(events)
+    stored = [r["event_id"] for r in table_rows(lake, "silver", "order_events")]
+    assert len(stored) == len(set(stored)) == len({e["event_id"] for e in events})
+    assert len(table_rows(lake, "bronze", "order_events")) == sent
+    quarantined = [
+        r for r in table_rows(lake, "silver", "quarantine") if r["source_table"] == "order_events"
+    ]
+    assert len(quarantined) == malformed
+    dq = [r for r in table_rows(lake, "gold", "dq_results") if r["layer"] == "live"]
+    checked = sum(r["rows_checked"] for r in dq if r["rule"] == "malformed_record")
+    assert checked == sent, "every record checked exactly once"
+    failed = {
+        rule: sum(r["rows_failed"] for r in dq if r["rule"] == rule)
+        for rule in ("unique_event_id", "within_watermark")
+    }
+    assert failed == {"unique_event_id": duplicates, "within_watermark": 0}
+    assert sent == len(stored) + len(quarantined) + duplicates
 
 
 def table_rows(lake: Path, layer: str, table: str) -> list[dict]:

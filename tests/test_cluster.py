@@ -5,8 +5,15 @@ One module-wide start of each (pipeline/cluster.py): a master with one worker
 127.0.0.1 on free ports, logs under the test's temporary folder, stopped by a
 finalizer even when a test fails. The batch pipeline runs in a subprocess
 with SPARK_MASTER pointing at the cluster, so its tasks (and Delta's code,
-shipped to the executor by spark.jars) run in the worker's executor; its Gold
-tables are compared with the independent plain-Python reference.
+shipped to the executor by spark.jars) run in the worker's executor; its lake
+root is a file:// URL (the URL code path a shared-storage lake takes), and its
+Gold tables are compared with the independent plain-Python reference. The live
+query runs there too, reading the session's local Kafka broker.
+
+The worker has one core and an application holds it until it ends, so the
+applications run one after another: every subprocess is waited for, the
+master must list no active application before the next one starts, and the
+Connect server runs its own work in local mode.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import math
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +31,12 @@ from deltalake import DeltaTable
 from pipeline.cluster import ConnectServer, StandaloneCluster
 from pipeline.config import PROJECT_ROOT
 from tests import reference
+from tests.live_support import (
+    expected_minutes,
+    gold_minutes,
+    kafka_broker,  # noqa: F401  (session fixture)
+    table_rows,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -81,7 +95,8 @@ def cluster_lake(servers, tmp_path_factory) -> Path:
     """Generated, then the whole batch pipeline run against the standalone cluster."""
     cluster, _ = servers
     lake = tmp_path_factory.mktemp("cluster_lake")
-    env = _env(lake, SPARK_MASTER=cluster.url)
+    env = _env(lake, SHOPLAKE_LAKE=lake.as_uri(), SPARK_MASTER=cluster.url)
+    cluster.wait_idle()
     made = _cli(GENERATE, env)
     assert made.returncode == 0, made.stderr[-3000:]
     ran = _cli(["run", "all"], env)
@@ -134,6 +149,48 @@ def test_pipeline_runs_on_the_cluster_and_matches_the_reference(servers, cluster
         for column in ("orders", "units", "net_revenue", "gross_margin"):
             assert got[column] == want[column], (key, column)
         assert math.isclose(got["revenue_share"], want["revenue_share"], rel_tol=1e-9)
+
+
+@pytest.mark.kafka
+def test_live_query_runs_on_the_cluster_reading_the_local_broker(
+    servers, request, tmp_path, monkeypatch
+):
+    """`stream run --available-now` with SPARK_MASTER=the cluster: the Kafka source reads
+    the local broker from the worker's executor, and gold.live_sales_minute is exact."""
+    from pipeline.live import producer
+
+    cluster, _ = servers
+    broker = request.getfixturevalue("kafka_broker")  # the session's local broker
+    topic = f"orders_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SHOPLAKE_TOPIC", topic)
+    sent = producer.produce(events=150, malformed=0.1, duplicates=0.15, seed=811)
+    assert sent.events and sent.duplicates and sent.malformed_total
+
+    lake = tmp_path / "live_lake"
+    env = _env(
+        lake,
+        SHOPLAKE_LAKE=lake.as_uri(),
+        SPARK_MASTER=cluster.url,
+        SHOPLAKE_TOPIC=topic,
+        SHOPLAKE_KAFKA_PORT=str(broker.port),
+    )
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    cluster.wait_idle()  # one application at a time on the worker's single core
+    before = {a["id"] for a in cluster.status().get("completedapps", [])}
+    ran = _cli(["stream", "run", "--source", "kafka", "--available-now"], env)
+    assert ran.returncode == 0, (ran.stdout[-3000:], ran.stderr[-3000:])
+
+    finished = [a for a in cluster.status().get("completedapps", []) if a["id"] not in before]
+    assert [(a["name"], a["cores"]) for a in finished] == [("shoplake", 1)], finished
+    assert gold_minutes(lake) == expected_minutes(sent.events)
+    stored = [r["event_id"] for r in table_rows(lake, "silver", "order_events")]
+    assert len(stored) == len(set(stored)) == len(sent.events)
+    assert len(table_rows(lake, "bronze", "order_events")) == sent.sent
+    quarantined = [
+        r for r in table_rows(lake, "silver", "quarantine") if r["source_table"] == "order_events"
+    ]
+    assert len(quarantined) == sent.malformed_total
+    assert sent.sent == len(stored) + len(quarantined) + sent.duplicates
 
 
 def test_connect_client_reads_gold_through_the_server(servers, cluster_lake):

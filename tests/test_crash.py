@@ -44,7 +44,13 @@ KILL_POINTS = [
 ]
 SUBPROCESS_SECONDS = 900
 # Run bookkeeping, compared separately below; and the values that name the moment of ingestion.
-BOOKKEEPING = {"bronze/_ingested_files", "gold/pipeline_runs", "gold/dq_results"}
+BOOKKEEPING = {
+    "bronze/_ingested_files",
+    "silver/_refine_state",
+    "silver/_touched_keys",
+    "gold/pipeline_runs",
+    "gold/dq_results",
+}
 VOLATILE = {"_ingested_at", "_record_id", "ingested_at", "quarantined_at", "record_id", "_row_hash"}
 
 

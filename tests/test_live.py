@@ -10,13 +10,13 @@ so the whole module stays within a few minutes.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from tests.live_support import (
+    assert_exact,
     expected_minutes,
     gold_minutes,
     kafka_broker,  # noqa: F401  (session fixture)
@@ -27,41 +27,8 @@ from tests.live_support import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture()
-def topic(monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"orders_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("SHOPLAKE_TOPIC", name)
-    return name
-
-
 class SimulatedCrashError(RuntimeError):
     pass
-
-
-def _assert_exact(
-    lake: Path, events: list[dict], sent: int, malformed: int, duplicates: int
-) -> None:
-    """Gold holds exactly the distinct valid events; nothing else was lost or doubled.
-
-    Also the stream's reconciliation: bronze = stored + quarantined + duplicates + late.
-    """
-    assert gold_minutes(lake) == expected_minutes(events)
-    stored = [r["event_id"] for r in table_rows(lake, "silver", "order_events")]
-    assert len(stored) == len(set(stored)) == len({e["event_id"] for e in events})
-    assert len(table_rows(lake, "bronze", "order_events")) == sent
-    quarantined = [
-        r for r in table_rows(lake, "silver", "quarantine") if r["source_table"] == "order_events"
-    ]
-    assert len(quarantined) == malformed
-    dq = [r for r in table_rows(lake, "gold", "dq_results") if r["layer"] == "live"]
-    checked = sum(r["rows_checked"] for r in dq if r["rule"] == "malformed_record")
-    assert checked == sent, "every record checked exactly once"
-    failed = {
-        rule: sum(r["rows_failed"] for r in dq if r["rule"] == rule)
-        for rule in ("unique_event_id", "within_watermark")
-    }
-    assert failed == {"unique_event_id": duplicates, "within_watermark": 0}
-    assert sent == len(stored) + len(quarantined) + duplicates
 
 
 # ---------------------------------------------------------------- pure transformations
@@ -193,7 +160,7 @@ def test_kafka_exactly_once_across_stop_crash_and_restart(
     second = producer.produce(events=120, malformed=0.1, duplicates=0.2, seed=102)
     summary = stream.run_foreground("kafka", available_now=True, max_per_batch=200)
     assert summary.batches >= 1
-    _assert_exact(
+    assert_exact(
         empty_lake,
         first.events + second.events,
         sent=first.sent + second.sent,
@@ -242,7 +209,7 @@ def test_file_drop_source_is_exact(spark, empty_lake: Path) -> None:
     summary = stream.run_foreground("files", available_now=True)
     assert summary.rows == second.sent
     assert not list((empty_lake / "stream_drop").glob(".*.tmp")), "files are renamed into place"
-    _assert_exact(
+    assert_exact(
         empty_lake,
         first.events + second.events,
         sent=first.sent + second.sent,

@@ -11,6 +11,6 @@ import argparse
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipeline.bench.harness import run_bench
+    from pipeline.bench.harness import plan_for, run_bench
 
-    return run_bench(quick=bool(getattr(args, "quick", False)))
+    return run_bench(plan=plan_for(args))

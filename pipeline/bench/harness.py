@@ -1154,9 +1154,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
         return worker_main(argv[1:])
-    parser = _parser()
-    args = parser.parse_args(argv)
-    return run_bench(quick=args.quick)
+    args = _parser().parse_args(argv)
+    return run_bench(plan=plan_for(args))
+
+
+def plan_for(args) -> Plan:
+    """The mode's plan, or a custom one (e.g. the quality overhead at 1,000,000 orders)."""
+    plan = QUICK if getattr(args, "quick", False) else FULL
+    sizes_wanted = getattr(args, "sizes", None)
+    dq_orders = getattr(args, "dq_orders", None)
+    budget = getattr(args, "budget_minutes", None)
+    if not (sizes_wanted or dq_orders or budget):
+        return plan
+    sizes = tuple(sorted(set(sizes_wanted or plan.sizes) | ({dq_orders} if dq_orders else set())))
+    return Plan(
+        "custom",
+        sizes,
+        {s: plan.spark_reps.get(s, 1) for s in sizes},
+        plan.duckdb_reps,
+        dq_orders or min(sizes),
+        plan.dq_pairs,
+        budget * 60.0 if budget else plan.budget_seconds,
+    )
 
 
 def _parser():
@@ -1164,7 +1183,18 @@ def _parser():
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench.harness")
     parser.add_argument("--quick", action="store_true")
+    add_plan_options(parser)
     return parser
+
+
+def add_plan_options(parser) -> None:
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="order counts to run instead of the mode's"
+    )
+    parser.add_argument(
+        "--dq-orders", type=int, help="the size at which the quality overhead is measured"
+    )
+    parser.add_argument("--budget-minutes", type=float, help="time budget of the whole run")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import io
 import json
 import re
@@ -56,7 +55,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline import lake
+from pipeline import lake, storage
 from pipeline.config import settings
 from pipeline.contract import SOURCES, Source
 
@@ -89,7 +88,7 @@ LOG_SCHEMA = T.StructType(
 
 @dataclass
 class FileInfo:
-    path: Path
+    path: storage.LandingFile  # a Path, or a StoredFile under a URL root
     size: int
     modified_at: dt.datetime
     missing: list[str] = field(default_factory=list)
@@ -119,17 +118,14 @@ class IngestResult:
     drifted: list[str] = field(default_factory=list)
 
 
-def landing_files(source: Source) -> list[Path]:
+def landing_files(source: Source) -> list[storage.LandingFile]:
     """Files of one source in batch order; names starting with _ or . are not data."""
-    folder = settings().landing / source.name
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+    return storage.list_files(storage.join(settings().landing, source.name))
 
 
-def _file_info(p: Path) -> FileInfo:
-    stat = p.stat()
-    return FileInfo(p, stat.st_size, dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC))
+def _file_info(p: storage.LandingFile) -> FileInfo:
+    size, mtime = storage.size_and_mtime(p)
+    return FileInfo(p, size, dt.datetime.fromtimestamp(mtime, tz=dt.UTC))
 
 
 def _spark_path(p: Path) -> str:
@@ -137,10 +133,9 @@ def _spark_path(p: Path) -> str:
     return _GLOB_CHARS.sub(r"\\\1", str(p))
 
 
-def _open_text(p: Path):
-    if p.suffix.lower() == TEXT_COMPRESSION:
-        return gzip.open(p, "rt", encoding="utf-8-sig", errors="replace", newline="")
-    return open(p, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
+def _open_text(p: storage.LandingFile):
+    stream = storage.open_binary(p, gunzip=p.suffix.lower() == TEXT_COMPRESSION)
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def _check_container(info: FileInfo, source: Source) -> None:
@@ -156,7 +151,7 @@ def _check_container(info: FileInfo, source: Source) -> None:
                 "gzipped Parquet is not supported (Parquet compresses itself)"
             )
         try:
-            with gzip.open(info.path, "rb") as handle:
+            with storage.open_binary(info.path, gunzip=True) as handle:
                 while handle.read(1 << 20):
                     pass
         except (OSError, EOFError, zlib.error) as exc:

@@ -60,7 +60,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -69,7 +68,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from pipeline.config import kafka_security_options, settings
+from pipeline import storage
+from pipeline.config import CACHE_DIR, kafka_security_options, settings
 from pipeline.live import events as ev
 from pipeline.quality.expectations import (
     QUARANTINE_RULES,
@@ -229,8 +229,8 @@ def read_source(spark: SparkSession, source: str, max_per_batch: int | None = No
             F.lit(None).cast("string").alias("source_file"),
         )
     folder = drop_folder()
-    if "://" not in folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+    if (local := storage.local_path(folder)) is not None:
+        local.mkdir(parents=True, exist_ok=True)
     raw = (
         spark.readStream.format("text")
         .option("maxFilesPerTrigger", str(max_per_batch or DEFAULT_MAX_FILES))
@@ -715,7 +715,7 @@ class _ProcessLock:
 
     def __init__(self, root: str):
         self.handle = None
-        self.path = None if "://" in root else Path(root) / ".lock"
+        self.path = storage.lock_file(root, ".lock", CACHE_DIR / "locks")  # local, even for URLs
 
     def acquire(self) -> None:
         if self.path is None:

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from pipeline.contract import Source
 from pipeline.quality.expectations import (
+    FAIL_RULES,
     QUARANTINE_RULES,
     WARN_RULES,
     Expectation,
@@ -34,6 +35,7 @@ from pipeline.silver.versions import (
 )
 
 FATE = "_fate"
+VERSION_KEY = "_vk"  # _vk0, _vk1...: the key as Silver stores it, kept on every row
 FATES = ("silver", "quarantined", "duplicate", "superseded")
 CONFLICT_RULE = "conflicting_versions"
 
@@ -67,39 +69,39 @@ def refine(
     updated_at: Column,
     version_key: Sequence[Column] | None = None,
 ) -> Refined:
-    marked = mark_exact_duplicates(bronze, [*source.columns, "_raw"])
-    duplicates = marked.filter(F.col(IS_DUPLICATE))
+    # One shuffle by the trimmed key serves both windows below (duplicates are
+    # equal in every column, versions share the key), and one pass over the rows
+    # gives every row its fate: no branch is computed twice.
+    group = F.trim(F.col(source.key[0]))
+    clustered = bronze.repartition(group)
+    marked = mark_exact_duplicates(clustered, [*source.columns, "_raw"], group=group)
     if not expectations_enabled():
         expectations = []  # benchmark switch: the same run without the rules
-    checked = flag(typed(marked.filter(~F.col(IS_DUPLICATE))), expectations)
-    failing = checked.filter(is_quarantined())
+    checked = flag(typed(marked), expectations)
     # Versions are chosen on the key as Silver stores it (trimmed; line numbers as integers).
     keys = version_key or [F.trim(F.col(k)) for k in source.key]
-    passing = checked.filter(~is_quarantined()).select(
-        "*", *[k.alias(f"_vk{i}") for i, k in enumerate(keys)]
-    )
-    versioned = mark_versions(passing, [f"_vk{i}" for i in range(len(keys))], updated_at)
-    versioned = versioned.drop(*[f"_vk{i}" for i in range(len(keys))])
+    key_columns = [f"{VERSION_KEY}{i}" for i in range(len(keys))]
+    keyed = checked.select("*", *[k.alias(c) for k, c in zip(keys, key_columns, strict=True)])
+    duplicate = F.col(IS_DUPLICATE)
+    competes = ~duplicate & ~is_quarantined()
+    versioned = mark_versions(keyed, key_columns, updated_at, eligible=competes)
 
-    fate_of_version = (
-        F.when(F.col(VERSION_FATE) == "survivor", F.lit("silver"))
+    fate = (
+        F.when(duplicate, F.lit("duplicate"))
+        .when(is_quarantined(), F.lit("quarantined"))
+        .when(F.col(VERSION_FATE) == "survivor", F.lit("silver"))
         .when(F.col(VERSION_FATE) == "superseded", F.lit("superseded"))
         .otherwise(F.lit("quarantined"))
     )
-    conflict_rules = F.when(
-        F.col(VERSION_FATE) == "conflict", F.array(F.lit(CONFLICT_RULE))
-    ).otherwise(F.col(QUARANTINE_RULES))
-    checked_cols = [c for c in checked.columns if c not in (QUARANTINE_RULES,)]
-    fated = (
-        versioned.select(
-            *checked_cols, conflict_rules.alias(QUARANTINE_RULES), fate_of_version.alias(FATE)
-        )
-        .unionByName(failing.select("*", F.lit("quarantined").alias(FATE)))
-        .unionByName(
-            duplicates.drop(IS_DUPLICATE).select("*", F.lit("duplicate").alias(FATE)),
-            allowMissingColumns=True,
-        )
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    rules = (
+        F.when(duplicate, F.lit(None).cast("array<string>"))
+        .when(F.col(VERSION_FATE) == "conflict", F.array(F.lit(CONFLICT_RULE)))
+        .otherwise(F.col(QUARANTINE_RULES))
+    )
+    kept = [c for c in keyed.columns if c not in (QUARANTINE_RULES, IS_DUPLICATE)]
+    fated = versioned.select(*kept, rules.alias(QUARANTINE_RULES), fate.alias(FATE)).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
 
     counts, rules = _count(fated, expectations)
     return Refined(fated, counts, rules)
@@ -118,13 +120,10 @@ def _count(
             CONFLICT_RULE
         )
     )
+    columns = {"warn": WARN_RULES, "quarantine": QUARANTINE_RULES, "fail": FAIL_RULES}
     for i, e in enumerate(expectations):
-        column = WARN_RULES if e.action == "warn" else QUARANTINE_RULES
-        if e.action == "fail":
-            column = "_fail_rules"
-        aggs.append(
-            F.sum((not_dup & F.array_contains(F.col(column), e.name)).cast("int")).alias(f"r{i}")
-        )
+        failed = not_dup & F.array_contains(F.col(columns[e.action]), e.name)
+        aggs.append(F.sum(failed.cast("int")).alias(f"r{i}"))
     row = fated.agg(*aggs).first().asDict()
     counts = {k: int(row.get(k) or 0) for k in ("bronze", *FATES, "checked", CONFLICT_RULE)}
     rules = [

@@ -16,36 +16,50 @@ IS_DUPLICATE = "_is_duplicate"
 VERSION_FATE = "_version_fate"  # survivor | superseded | conflict
 
 
-def mark_exact_duplicates(df: DataFrame, raw_columns: Sequence[str]) -> DataFrame:
+def mark_exact_duplicates(
+    df: DataFrame, raw_columns: Sequence[str], group: Column | None = None
+) -> DataFrame:
     """Rows equal in every raw column (and raw line) to an earlier one are duplicates.
 
     The first copy (earliest batch, then record id) is kept. Null equals null
-    here, as a reader of the two lines would say.
+    here, as a reader of the two lines would say. ``group`` (a function of the
+    raw columns, e.g. the trimmed key) leads the partitioning: it does not
+    change which rows are equal, but lets a DataFrame already partitioned by it
+    skip a shuffle.
     """
-    by_value = Window.partitionBy(*[F.col(c) for c in raw_columns]).orderBy(
+    lead = [group] if group is not None else []
+    by_value = Window.partitionBy(*lead, *[F.col(c) for c in raw_columns]).orderBy(
         F.col("_batch_id"), F.col("_record_id")
     )
     return df.withColumn(IS_DUPLICATE, F.row_number().over(by_value) > 1)
 
 
-def mark_versions(df: DataFrame, key: Sequence[str], updated_at: Column) -> DataFrame:
+def mark_versions(
+    df: DataFrame, key: Sequence[str], updated_at: Column, eligible: Column | None = None
+) -> DataFrame:
     """The latest updated_at wins (unparseable counts as oldest), then the later batch.
 
     When two different records tie on both, no version can be chosen: every
-    record of that key is a conflict.
+    record of that key is a conflict. Only ``eligible`` rows (default: all)
+    compete; the others are ranked after them and get no version fate, so the
+    caller can mark every row in one pass instead of splitting and uniting.
     """
+    competes = F.coalesce(eligible, F.lit(False)) if eligible is not None else F.lit(True)
     ordered = Window.partitionBy(*[F.col(k) for k in key]).orderBy(
-        updated_at.desc_nulls_last(), F.col("_batch_id").desc()
+        competes.desc(), updated_at.desc_nulls_last(), F.col("_batch_id").desc()
     )
     whole_key = Window.partitionBy(*[F.col(k) for k in key])
-    ranked = df.withColumn("_version_rank", F.rank().over(ordered))
+    ranked = df.withColumn("_competes", competes).withColumn(
+        "_version_rank", F.rank().over(ordered)
+    )
     with_ties = ranked.withColumn(
         "_top_count",
-        F.sum((F.col("_version_rank") == 1).cast("int")).over(whole_key),
+        F.sum((F.col("_competes") & (F.col("_version_rank") == 1)).cast("int")).over(whole_key),
     )
     fate = (
-        F.when(F.col("_top_count") > 1, F.lit("conflict"))
+        F.when(~F.col("_competes"), F.lit(None).cast("string"))
+        .when(F.col("_top_count") > 1, F.lit("conflict"))
         .when(F.col("_version_rank") == 1, F.lit("survivor"))
         .otherwise(F.lit("superseded"))
     )
-    return with_ties.withColumn(VERSION_FATE, fate).drop("_version_rank", "_top_count")
+    return with_ties.withColumn(VERSION_FATE, fate).drop("_version_rank", "_top_count", "_competes")
