@@ -25,11 +25,11 @@ st.caption(
 TARGETS = {"bronze": "Bronze", "silver": "Silver", "gold": "Gold", "all": "All layers"}
 
 
-def _run(job: app_state.Job, target: str, session: object) -> object:
+def _run(job: app_state.Job, target: str, session: object, full_refresh: bool) -> object:
     from pipeline.runner import RunInProgressError, run
 
     try:
-        result = run(target, spark=session, progress=job.report)
+        result = run(target, spark=session, progress=job.report, full_refresh=full_refresh)
     except RunInProgressError:
         job.error = "A run is already in progress on this lake; wait for it to finish."
         return None
@@ -50,9 +50,18 @@ for col, (target, label) in zip(cols, TARGETS.items(), strict=False):
     ):
         clicked = target
 
+full_refresh = st.checkbox(
+    "Full refresh",
+    key="full_refresh",
+    help="Silver normally refines only new landing files and the keys they touch; "
+    "a full refresh recomputes it from all of Bronze (needed after changing a rule).",
+)
+
 if clicked:
     session = ui.spark()
-    job = ui.start_job("run", f"Run {TARGETS[clicked]}", lambda j: _run(j, clicked, session))
+    job = ui.start_job(
+        "run", f"Run {TARGETS[clicked]}", lambda j: _run(j, clicked, session, full_refresh)
+    )
     if job is not None:
         ui.follow(job, SparkWatch(session))
 
@@ -78,6 +87,7 @@ if job is not None and not job.running:
                     "rows_in": s.rows_in,
                     "rows_out": s.rows_out,
                     "rows_quarantined": s.rows_quarantined,
+                    "how": "; ".join(s.notes),
                 }
                 for s in result.steps
             ]
