@@ -84,7 +84,10 @@ def get_spark(app_name: str = "shoplake") -> SparkSession:
             builder = builder.config(key, value)
         builder = builder.config("spark.jars", ",".join(jvm.jars("spark")))
         builder = builder.config(
-            "spark.driver.memory", os.environ.get("SHOPLAKE_DRIVER_MEMORY", "3g")
+            # 2g: a 1,000,000-order run peaks at 3.2 GB for the whole process tree (JVM
+            # included) and takes ~10 % longer than with 3g, which peaks at 7 GB.
+            "spark.driver.memory",
+            os.environ.get("SHOPLAKE_DRIVER_MEMORY", "2g"),
         )
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")

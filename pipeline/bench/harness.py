@@ -935,7 +935,7 @@ def machine_info(load_start: tuple[float, float, float] | None = None) -> dict:
         "pandas": _version("pandas"),
         "pyarrow": _version("pyarrow"),
         "spark_master": os.environ.get("SPARK_MASTER") or "local[2]",
-        "driver_memory": os.environ.get("SHOPLAKE_DRIVER_MEMORY", "3g"),
+        "driver_memory": os.environ.get("SHOPLAKE_DRIVER_MEMORY", "2g"),
         "load_average_at_start": [round(x, 2) for x in load_start] if load_start else None,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
