@@ -92,6 +92,20 @@ class Refined:
     bronze: int = 0
 
 
+# gold.daily_sales columns every comparison with this reference checks.
+DAILY_COLUMNS = (
+    "orders",
+    "units",
+    "customers",
+    "new_customers",
+    "cancelled_orders",
+    "returned_orders",
+    "gross_revenue",
+    "net_revenue",
+    "avg_order_value",
+)
+
+
 def _blank(v: object) -> str | None:
     if v is None:
         return None

@@ -129,17 +129,7 @@ def test_pipeline_runs_on_the_cluster_and_matches_the_reference(servers, cluster
     daily = {r["order_date"]: r for r in _gold(cluster_lake, "daily_sales")}
     assert daily and set(daily) == set(expected.daily_sales)
     for day, want in expected.daily_sales.items():
-        for column in (
-            "orders",
-            "units",
-            "customers",
-            "new_customers",
-            "cancelled_orders",
-            "returned_orders",
-            "gross_revenue",
-            "net_revenue",
-            "avg_order_value",
-        ):
+        for column in reference.DAILY_COLUMNS:
             assert daily[day][column] == want[column], (day, column)
 
     categories = {(r["month"], r["category"]): r for r in _gold(cluster_lake, "category_sales")}

@@ -31,17 +31,7 @@ def test_daily_sales_matches_reference(spark, use_lake, expected):
     assert set(rows) == set(expected.daily_sales)
     for day, want in expected.daily_sales.items():
         got = rows[day]
-        for column in (
-            "orders",
-            "units",
-            "customers",
-            "new_customers",
-            "cancelled_orders",
-            "returned_orders",
-            "gross_revenue",
-            "net_revenue",
-            "avg_order_value",
-        ):
+        for column in reference.DAILY_COLUMNS:
             assert got[column] == want[column], (day, column, got[column], want[column])
 
 
