@@ -126,6 +126,96 @@ def test_minute_alerts_spike_and_silence(spark) -> None:
     assert all(abs(a["z_score"]) > 3 for a in alerts if a["kind"] != "no_orders")
 
 
+def test_one_pass_batch_frame_equals_the_dataframe_functions(spark) -> None:
+    """The stream's one Spark job plus Arrow steps give what the DataFrame functions give.
+
+    Rules, quarantine rows (with their hash), first deliveries and minute totals,
+    on a batch with malformed records, a re-sent event and an item too large for
+    the money type (quarantined, and it must not fail the batch).
+    """
+    from pyspark.sql import functions as F
+
+    from pipeline.live import events as ev
+    from pipeline.live import stream
+    from pipeline.quality.expectations import count_failures, flag, is_quarantined
+
+    def event(event_id: str, ts: str, status: str = "shipped", **item: object) -> str:
+        line = {"quantity": 2, "unit_price": "10.125", "discount_pct": "12.5", **item}
+        return (
+            f'{{"event_id":"{event_id}","order_id":"o-{event_id}","event_ts":"{ts}",'
+            f'"status":"{status}","items":[{_json(line)}]}}'
+        )
+
+    values = [
+        event("e1", "2025-03-01T10:00:30.500Z"),
+        event("e2", "2025-03-01T10:00:59.999Z", unit_price="0.015", quantity=3),
+        event("e3", "2025-03-01T10:01:00Z", status="cancelled"),
+        event("e1", "2025-03-01T10:00:30.500Z"),  # re-sent: the first offset wins
+        event("e4", "2025-03-01T10:02:10Z", quantity=999999999, unit_price="99999999999999"),
+        event("e5", "yesterday"),
+        event("e6", "2025-03-01T10:02:10Z", discount_pct="150"),
+        '{"event_id": "e7", "order_id"',
+        "not json",
+        event("e8", "2025-03-01T10:02:10Z", status="Delivered", quantity=1),
+    ]
+    rows = [(v, "k", "orders", i % 2, 100 + i, None, None) for i, v in enumerate(values)]
+    kafka = spark.createDataFrame(
+        rows,
+        "value string, key string, topic string, partition int, offset long, "
+        "kafka_timestamp timestamp, source_file string",
+    )
+    now = dt.datetime(2025, 3, 1, 10, 5, tzinfo=dt.UTC)
+    raw = kafka.select(
+        *[F.col(c) for c in stream.RAW_COLUMNS],
+        F.concat_ws("/", "topic", "partition", "offset").alias("_record_id"),
+        F.lit("live-kafka-test-000001").alias("_batch_id"),
+        stream._batch_ts(now).alias("_ingested_at"),
+    )
+    frame = stream.batch_frame(raw).toArrow()
+    assert frame.num_rows == len(values), "every record stays for Bronze"
+
+    flagged = flag(ev.parse_events(raw), ev.EXPECTATIONS)
+    expected_counts = count_failures(flagged, ev.EXPECTATIONS)
+    assert stream.rule_counts(frame, ev.EXPECTATIONS) == expected_counts
+    assert {c.rule: c.rows_failed for c in expected_counts if c.rows_failed} == {
+        "malformed_record": 2,
+        "invalid_event_ts": 1,
+        "invalid_quantity": 1,
+        "invalid_unit_price": 1,
+        "invalid_discount": 1,
+    }
+
+    def rows_of(table, key: str) -> list[dict]:
+        return sorted(table.to_pylist(), key=lambda r: str(r[key]))
+
+    quarantined = stream._unprefixed(
+        frame.filter(frame["_q_source_table"].is_valid()), stream._QUARANTINE_PREFIX
+    )
+    expected_quarantine = stream.quarantine_rows(flagged.filter(is_quarantined())).toArrow()
+    assert rows_of(quarantined, "record_id") == rows_of(expected_quarantine, "record_id")
+
+    valid = flagged.filter(~is_quarantined())
+    first, _ = ev.first_per_event(valid, ["partition", "offset", "_record_id"])
+    expected_events = ev.event_totals(first, keep=stream.LINEAGE_COLUMNS).toArrow()
+    events = stream.first_deliveries(frame)
+    assert events.column_names == expected_events.column_names
+    assert rows_of(events, "event_id") == rows_of(expected_events, "event_id")
+    assert [r["_record_id"] for r in rows_of(events, "event_id")][0] == "orders/0/100"
+
+    minutes = ev.minute_totals(events)
+    expected_minutes = ev.minute_sales(ev.event_totals(first)).toArrow()
+    assert rows_of(minutes, "window_start") == rows_of(
+        expected_minutes.select(minutes.column_names), "window_start"
+    )
+    assert [r["orders"] for r in rows_of(minutes, "window_start")] == [2, 0, 1]
+
+
+def _json(value: dict) -> str:
+    import json
+
+    return json.dumps(value)
+
+
 # ---------------------------------------------------------------- end to end
 
 

@@ -4,7 +4,8 @@ parse_events   raw value -> typed columns (the contract schema, every field read
                first so the section 3 rules decide, not the JSON parser)
 EXPECTATIONS   the validity rules of 'Live windows', run by pipeline.quality.expectations
 event_totals   one row per valid event: its minute, units and net revenue (items exploded
-               to lines with line_net)
+               to lines with line_net); event_total_columns the same as expressions
+minute_totals  minute_sales over an Arrow table of stored events (the stream's form)
 minute_sales   the per-window aggregation of gold.live_sales_minute
 minute_alerts  z-score and no-orders alerts over a zero-filled series of minutes
 
@@ -14,6 +15,11 @@ backfill share the same definitions.
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -30,6 +36,7 @@ from pipeline.silver.normalise import (
 )
 
 WINDOW = "1 minute"
+WINDOW_MICROS = 60_000_000
 WATERMARK_SECONDS = 120
 MAX_QUANTITY = 1000
 MAX_UNIT_PRICE = 100000
@@ -38,6 +45,8 @@ BASELINE_MINUTES = 60
 MIN_BASELINE_MINUTES = 10
 NO_ORDER_MINUTES = 5
 MONEY = T.DecimalType(18, 2)
+_ARROW_MONEY = pa.decimal128(18, 2)
+_CENT = Decimal("0.01")
 
 # Every scalar is read as text: Spark keeps a JSON number's own text in a string
 # field, so `2.5` stays "2.5" and the quantity rule (an integer) can reject it.
@@ -157,19 +166,21 @@ def _typed_item(item: Column) -> Column:
     )
 
 
-def parse_events(raw: DataFrame) -> DataFrame:
-    """Add the typed event columns to raw rows holding `value` (text) and `_ingested_at`."""
+def parse_columns(columns: list[str]) -> tuple[list[Column], list[Column]]:
+    """parse_events' two projections, over a frame with `columns` and `value`.
+
+    Built apart so that the stream makes them once: building these
+    expressions costs over a thousand Py4J calls, more than a small
+    micro-batch's own work.
+    """
     value = F.col("value")
     json_ok = F.coalesce(
         F.ltrim(value).startswith("{") & F.try_parse_json(value).isNotNull(), F.lit(False)
     )
     parsed = F.from_json(value, EVENT_SCHEMA)
-    return raw.select(
-        "*",
-        json_ok.alias("_json_ok"),
-        parsed.alias("_event"),
-    ).select(
-        *[F.col(c) for c in raw.columns],
+    first = [F.col("*"), json_ok.alias("_json_ok"), parsed.alias("_event")]
+    second = [
+        *[F.col(c) for c in columns],
         F.col("_json_ok"),
         F.col("_event.event_id").alias("event_id"),
         F.col("_event.order_id").alias("order_id"),
@@ -181,7 +192,14 @@ def parse_events(raw: DataFrame) -> DataFrame:
         F.col("_event.channel").alias("channel"),
         F.col("_event.country").alias("country"),
         F.transform(F.col("_event.items"), _typed_item).alias("_items"),
-    )
+    ]
+    return first, second
+
+
+def parse_events(raw: DataFrame) -> DataFrame:
+    """Add the typed event columns to raw rows holding `value` (text) and `_ingested_at`."""
+    first, second = parse_columns(raw.columns)
+    return raw.select(*first).select(*second)
 
 
 def event_id_of(value: Column) -> Column:
@@ -219,13 +237,22 @@ def event_lines(valid: DataFrame) -> DataFrame:
     )
 
 
-def event_totals(valid: DataFrame, keep: list[str] | None = None) -> DataFrame:
-    """One row per valid event: who, when, its minute window, units and net revenue.
+def minute_start(ts: Column) -> Column:
+    """The start of the 1-minute tumbling window holding `ts` (F.window's start).
 
-    The totals are the sums of event_lines' quantity and line_net, computed
-    inside each row with array functions (the same line_net expression), so a
-    micro-batch needs no shuffle to total its events. `keep` names lineage
-    columns of `valid` to carry along (record id, batch).
+    F.window cannot serve here: Spark rewrites it with a filter that drops
+    every row whose time is null, and the stream computes the totals in the
+    same pass as Bronze and the quarantine, where such rows must stay.
+    """
+    micros = F.unix_micros(ts)
+    return F.timestamp_micros(micros - F.pmod(micros, F.lit(WINDOW_MICROS)))
+
+
+def event_total_columns(keep: list[str] | None = None) -> dict[str, Column]:
+    """event_totals' columns by name, as expressions over parse_events' columns.
+
+    The stream computes them in the same pass as the rules (guarded by
+    validity), so that a micro-batch is one Spark job; event_totals applies them.
     """
     nets = F.transform(
         F.col("_items"),
@@ -237,22 +264,32 @@ def event_totals(valid: DataFrame, keep: list[str] | None = None) -> DataFrame:
         F.lit(0).cast("long"),
         lambda acc, x: acc + x,
     )
-    window = F.window(F.col("_event_ts"), WINDOW)
-    return valid.select(
-        F.col("event_id"),
-        F.col("order_id"),
-        F.col("customer_id"),
-        F.col("_event_ts").alias("event_ts"),
-        window.start.alias("window_start"),
-        F.col("_status").alias("status"),
-        F.col("_status").isin(*REVENUE_STATUSES).alias("is_revenue"),
-        F.col("channel"),
-        F.col("country"),
-        F.size(F.col("_items")).alias("lines"),
-        units.alias("units"),
-        net_revenue.alias("net_revenue"),
-        *[F.col(c) for c in keep or []],
-    )
+    return {
+        "event_id": F.col("event_id"),
+        "order_id": F.col("order_id"),
+        "customer_id": F.col("customer_id"),
+        "event_ts": F.col("_event_ts"),
+        "window_start": minute_start(F.col("_event_ts")),
+        "status": F.col("_status"),
+        "is_revenue": F.col("_status").isin(*REVENUE_STATUSES),
+        "channel": F.col("channel"),
+        "country": F.col("country"),
+        "lines": F.size(F.col("_items")),
+        "units": units,
+        "net_revenue": net_revenue,
+        **{c: F.col(c) for c in keep or []},
+    }
+
+
+def event_totals(valid: DataFrame, keep: list[str] | None = None) -> DataFrame:
+    """One row per valid event: who, when, its minute window, units and net revenue.
+
+    The totals are the sums of event_lines' quantity and line_net, computed
+    inside each row with array functions (the same line_net expression), so a
+    micro-batch needs no shuffle to total its events. `keep` names lineage
+    columns of `valid` to carry along (record id, batch).
+    """
+    return valid.select(*[c.alias(name) for name, c in event_total_columns(keep).items()])
 
 
 def minute_sales(events: DataFrame) -> DataFrame:
@@ -279,6 +316,64 @@ def minute_sales(events: DataFrame) -> DataFrame:
         F.when(F.col("orders") > 0, F.round(F.col("net_revenue") / F.col("orders"), 2))
         .cast(MONEY)
         .alias("avg_order_value"),
+    )
+
+
+def minute_totals(events: pa.Table) -> pa.Table:
+    """minute_sales over an Arrow table of distinct valid events, without a Spark job.
+
+    The same definitions as minute_sales, for the stream, which recomputes a
+    few minutes per micro-batch and would pay more for a Spark job's start than
+    for the sums: Arrow's decimal sums are exact, and avg_order_value is the
+    exact quotient rounded half up to cents. Spark's decimal division keeps 22
+    digits before its round, so the two agree for any realistic order count.
+    """
+    if events.num_rows == 0:
+        return pa.table(
+            {
+                "window_start": pa.array([], pa.timestamp("us", tz="UTC")),
+                "window_end": pa.array([], pa.timestamp("us", tz="UTC")),
+                "orders": pa.array([], pa.int64()),
+                "units": pa.array([], pa.int64()),
+                "net_revenue": pa.array([], _ARROW_MONEY),
+                "avg_order_value": pa.array([], _ARROW_MONEY),
+            }
+        )
+    revenue = pc.fill_null(events["is_revenue"], False)
+    frame = pa.table(
+        {
+            "window_start": events["window_start"],
+            "orders": pc.cast(revenue, pa.int64()),
+            "units": pc.if_else(revenue, pc.cast(events["units"], pa.int64()), 0),
+            "net_revenue": pc.if_else(
+                revenue, events["net_revenue"], pa.scalar(None, events["net_revenue"].type)
+            ),
+        }
+    )
+    grouped = (
+        frame.group_by("window_start", use_threads=False)
+        .aggregate([("orders", "sum"), ("units", "sum"), ("net_revenue", "sum")])
+        .sort_by("window_start")
+    )
+    orders = grouped["orders_sum"].cast(pa.int64())
+    nets = pc.fill_null(grouped["net_revenue_sum"], pa.scalar(Decimal(0), _ARROW_MONEY))
+    nets = nets.cast(_ARROW_MONEY)  # raises on overflow, as Spark's ANSI cast does
+    with localcontext() as exact:
+        exact.prec = 60  # the quotient exact to far below a cent before the one rounding
+        averages = [
+            (net / count).quantize(_CENT, rounding=ROUND_HALF_UP) if count else None
+            for net, count in zip(nets.to_pylist(), orders.to_pylist(), strict=True)
+        ]
+    starts = grouped["window_start"]
+    return pa.table(
+        {
+            "window_start": starts,
+            "window_end": pc.add(starts, pa.scalar(dt.timedelta(minutes=1), pa.duration("us"))),
+            "orders": orders,
+            "units": grouped["units_sum"].cast(pa.int64()),
+            "net_revenue": nets,
+            "avg_order_value": pa.array(averages, _ARROW_MONEY),
+        }
     )
 
 

@@ -1,9 +1,13 @@
 """The one live Structured Streaming query, exactly once end to end.
 
 Source: Kafka (Spark's own kafka source) or the drop folder <lake>/stream_drop
-(JSON lines). Sink: ``foreachBatch``. Spark does every transformation
-(pipeline.live.events); each micro-batch then commits its small results, in
-this order:
+(JSON lines). Sink: ``foreachBatch``. Spark parses and checks every record
+and computes each valid event's totals (pipeline.live.events) in one job per
+micro-batch (``batch_frame``, collected as Arrow); the small per-batch steps
+on that table (rule counts, first delivery of each event_id, the touched
+minutes' sums) are Arrow computations with the same definitions, tested
+against the DataFrame functions. Each micro-batch then commits its results,
+in this order:
 
 1. bronze.order_events     every raw record                      append
 2. silver.quarantine       invalid events with their rule names  append
@@ -31,6 +35,13 @@ recompute their rows from the store rather than add to them, so running a
 batch twice gives the same tables as running it once. The state row keeps
 the max event_ts before and after the batch that wrote it, so a replayed
 batch sees the watermark it saw the first time.
+
+Where a micro-batch's time goes (2 cores, measured with scripts/bench_stream.py
+and per-phase timers): Spark's one job (Kafka fetch, JSON parsing, rules,
+totals) is most of it; the Delta commits take 10-40 ms each, the stored-ids
+and minute look-ups 10-20 ms each. The column expressions are built once per
+query (FramePlan) and the batch's ingestion time reaches Spark as a string,
+so a batch neither makes thousands of Py4J calls nor recompiles its plan.
 
 Why delta-rs commits the results. A micro-batch's outputs are small (at most
 ``maxOffsetsPerTrigger`` rows). Committing them through Spark's Delta writer
@@ -72,10 +83,11 @@ from pipeline import storage
 from pipeline.config import CACHE_DIR, kafka_security_options, settings
 from pipeline.live import events as ev
 from pipeline.quality.expectations import (
+    FAIL_RULES,
     QUARANTINE_RULES,
+    WARN_RULES,
+    Expectation,
     RuleCount,
-    count_failures,
-    flag,
     is_quarantined,
 )
 
@@ -262,6 +274,19 @@ def _ts(ts: dt.datetime) -> Column:
     return F.timestamp_micros(F.lit(_micros(ts)))
 
 
+def _batch_ts(ts: dt.datetime) -> Column:
+    """`ts` for every row of a micro-batch, without a timestamp literal in the plan.
+
+    Spark compiles a timestamp literal into its generated code, so one that
+    changes every micro-batch costs a new compilation of the batch's large
+    projection each time (0.05-0.2 s); a string literal reaches the compiled
+    code as a parameter instead. The always-true nondeterministic guard keeps
+    the optimizer from folding the cast back into a timestamp literal.
+    """
+    text = F.when(F.spark_partition_id() >= 0, F.lit(str(_micros(ts))))
+    return F.timestamp_micros(text.cast("long"))
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -404,22 +429,154 @@ class BatchReport:
     failed: bool = False  # the attempt raised; Spark replays the batch on the next start
 
 
-def quarantine_rows(quarantined: DataFrame) -> DataFrame:
-    """silver.quarantine's shape (DESIGN.md section 4) for invalid events."""
+def quarantine_columns() -> dict[str, Column]:
+    """silver.quarantine's columns (DESIGN.md section 4) over the flagged event rows."""
     key = F.coalesce(F.col("event_id"), F.col("order_id"), F.col("_record_id"))
-    rows = quarantined.select(
-        F.lit("order_events").alias("source_table"),
-        key.alias("record_key"),
-        F.col(QUARANTINE_RULES).alias("rules"),
-        F.col("value").alias("raw_record"),
-        F.col("_batch_id").alias("batch_id"),
-        F.col("_ingested_at").alias("quarantined_at"),
-        F.coalesce(F.col("source_file"), F.col("topic")).alias("source_file"),
-        F.col("_record_id").alias("record_id"),
-    )
+    columns = {
+        "source_table": F.lit("order_events"),
+        "record_key": key,
+        "rules": F.col(QUARANTINE_RULES),
+        "raw_record": F.col("value"),
+        "batch_id": F.col("_batch_id"),
+        "quarantined_at": F.col("_ingested_at"),
+        "source_file": F.coalesce(F.col("source_file"), F.col("topic")),
+        "record_id": F.col("_record_id"),
+    }
     # the batch steps keep the table in sync by this hash (pipeline.lake.sync): a table
     # the stream creates first must have the same columns
-    return rows.withColumn("_row_hash", F.xxhash64(*[F.col(c) for c in rows.columns]))
+    columns["_row_hash"] = F.xxhash64(*columns.values())
+    return columns
+
+
+def quarantine_rows(quarantined: DataFrame) -> DataFrame:
+    """silver.quarantine's shape (DESIGN.md section 4) for invalid events."""
+    return quarantined.select(*[c.alias(name) for name, c in quarantine_columns().items()])
+
+
+BRONZE_COLUMNS = [*RAW_COLUMNS, "event_id", "_record_id", "_batch_id", "_ingested_at"]
+_QUARANTINE_PREFIX = "_q_"
+_EVENT_PREFIX = "_e_"
+
+
+LINEAGE_COLUMNS = ["_record_id", "_batch_id", "_ingested_at"]
+
+
+_RULE_COLUMNS = {"quarantine": QUARANTINE_RULES, "warn": WARN_RULES, "fail": FAIL_RULES}
+
+
+def _failed_rules(expectations: list[Expectation], action: str) -> Column:
+    """One of `flag`'s arrays (the names of the failed rules of one action), as a Column.
+
+    The same expression as pipeline.quality.expectations.flag builds, kept as a
+    Column so that FramePlan builds it once (a test compares the two).
+    """
+    names = [F.when(~e.passed(), F.lit(e.name)) for e in expectations if e.action == action]
+    if not names:
+        return F.array().cast("array<string>")
+    return F.filter(F.array(*names), lambda name: name.isNotNull())
+
+
+class FramePlan:
+    """batch_frame's column expressions, built once per query.
+
+    Building them costs thousands of Py4J calls (about 0.4 s on a 2-core
+    machine); a micro-batch that reuses them makes a handful. Columns are
+    unresolved expressions, so one set serves every batch's DataFrame.
+    """
+
+    def __init__(self) -> None:
+        self.parse = ev.parse_columns([*RAW_COLUMNS, *LINEAGE_COLUMNS])
+        bad = is_quarantined()
+        self.output = [
+            *[F.col(c) for c in RAW_COLUMNS],
+            ev.event_id_of(F.col("value")).alias("_bronze_event_id"),
+            *[F.col(c) for c in LINEAGE_COLUMNS],
+            F.col(QUARANTINE_RULES),
+            F.col(WARN_RULES),
+            F.col(FAIL_RULES),
+            *[
+                F.when(bad, c).alias(_QUARANTINE_PREFIX + name)
+                for name, c in quarantine_columns().items()
+            ],
+            *[
+                F.when(~bad, c).alias(_EVENT_PREFIX + name)
+                for name, c in ev.event_total_columns(LINEAGE_COLUMNS).items()
+            ],
+        ]
+
+        self.flags = [
+            _failed_rules(ev.EXPECTATIONS, action).alias(column)
+            for action, column in _RULE_COLUMNS.items()
+        ]
+
+    def apply(self, raw: DataFrame) -> DataFrame:
+        first, second = self.parse
+        parsed = raw.select(*first).select(*second)
+        return parsed.select(F.col("*"), *self.flags).select(*self.output)
+
+
+def batch_frame(raw: DataFrame, plan: FramePlan | None = None) -> DataFrame:
+    """Everything a micro-batch writes, as one row per record, so one Spark job computes it.
+
+    `raw` holds RAW_COLUMNS and LINEAGE_COLUMNS. The result has Bronze's
+    columns (event_id under `_bronze_event_id`), the rule arrays of `flag`,
+    the record's silver.quarantine row as `_q_*` columns (null for a valid
+    event) and its event_totals row as `_e_*` columns (null for a quarantined
+    one). A micro-batch used to run five Spark jobs over these (Bronze, rule
+    counts, quarantine, events, minutes), each costing more in job start-up
+    than in rows; the rest (counts, first delivery, minutes) is done on the
+    collected Arrow data. The totals are guarded by validity: a quarantined
+    item may not even fit the money type, and an ANSI cast would fail the batch.
+    """
+    return (plan or FramePlan()).apply(raw)
+
+
+def _unprefixed(frame: pa.Table, prefix: str) -> pa.Table:
+    names = [n for n in frame.column_names if n.startswith(prefix)]
+    return frame.select(names).rename_columns([n[len(prefix) :] for n in names])
+
+
+def rule_counts(frame: pa.Table, expectations: list[Expectation]) -> list[RuleCount]:
+    """count_failures over batch_frame's collected rule arrays (no second Spark job)."""
+    failed: dict[tuple[str, str], int] = {}
+    for column in (QUARANTINE_RULES, WARN_RULES, FAIL_RULES):
+        names = pc.list_flatten(frame[column])
+        if len(names):
+            for item in pc.value_counts(names).to_pylist():
+                failed[(column, item["values"])] = int(item["counts"])
+    action_column = _RULE_COLUMNS
+    return [
+        RuleCount(
+            e.name, e.action, frame.num_rows, failed.get((action_column[e.action], e.name), 0)
+        )
+        for e in expectations
+    ]
+
+
+def first_deliveries(frame: pa.Table) -> pa.Table:
+    """The event_totals rows of the valid records, first delivery of each event_id only.
+
+    The first delivery is the lowest (partition, offset, record id), nulls last,
+    as ev.first_per_event orders them.
+    """
+    valid = frame.filter(pc.is_valid(frame[_EVENT_PREFIX + "event_id"]))
+    events = _unprefixed(valid, _EVENT_PREFIX)
+    if events.num_rows == 0:
+        return events
+    keys = pa.table(
+        {
+            "event_id": events["event_id"],
+            "partition": valid["partition"],
+            "offset": valid["offset"],
+            "_record_id": valid["_record_id"],
+        }
+    )
+    order = pc.sort_indices(
+        keys, sort_keys=[(name, "ascending") for name in keys.column_names], null_placement="at_end"
+    )
+    ids = pc.take(keys["event_id"], order).combine_chunks()
+    first = pa.concat_arrays([pa.array([True]), pc.not_equal(ids[1:], ids[:-1])])
+    return events.take(pc.filter(order, first))
 
 
 def dq_table(run_id: str, now: dt.datetime, counts: list[RuleCount]) -> pa.Table:
@@ -459,6 +616,8 @@ class BatchWriter:
         self.state_path = f"{checkpoint_root(source)}/state"
         self.reports: list[BatchReport] = []
         self.watermark: dt.datetime | None = None
+        self._state: dict[str, Any] | None = None  # the state row, None: read the table
+        self._plan: FramePlan | None = None
         self.lock = threading.Lock()
         self.stop_requested = threading.Event()
         self.idle = threading.Event()
@@ -466,6 +625,7 @@ class BatchWriter:
 
     def set_app_id(self, query_id: str) -> None:
         self.app_id = f"shoplake-live-{query_id}"
+        self._state = None
         self._app_ready.set()
 
     def _hook(self, step: str, batch_id: int) -> None:
@@ -482,11 +642,18 @@ class BatchWriter:
     # -------------------------------------------------------- state
 
     def _max_before(self, batch_id: int) -> dt.datetime | None:
-        """Max valid event_ts of the batches before this one (the same on a replay)."""
-        state = read_arrow(self.state_path)
-        rows = state.to_pylist() if state is not None else []
-        row = next((r for r in rows if r["app_id"] == self.app_id), None)
-        if row is None:
+        """Max valid event_ts of the batches before this one (the same on a replay).
+
+        The state row this writer last committed is kept in memory (it is the
+        table's only writer while it holds the checkpoint lock); after a failure,
+        or in a new process, it is read from the table.
+        """
+        if self._state is None:
+            state = read_arrow(self.state_path)
+            rows = state.to_pylist() if state is not None else []
+            self._state = next((r for r in rows if r["app_id"] == self.app_id), {})
+        row = self._state
+        if not row or row["app_id"] != self.app_id:
             return None
         return row["prev_max_event_ts"] if row["batch_id"] >= batch_id else row["max_event_ts"]
 
@@ -501,7 +668,9 @@ class BatchWriter:
             "updated_at": _utcnow(),
         }
         table = pa.Table.from_pylist([row], schema=STATE_SCHEMA)
-        commit_append(self.state_path, table, self.app_id, batch_id, mode="overwrite")
+        self._state = None
+        if commit_append(self.state_path, table, self.app_id, batch_id, mode="overwrite"):
+            self._state = table.to_pylist()[0]
 
     # -------------------------------------------------------- the batch
 
@@ -523,47 +692,44 @@ class BatchWriter:
         report = BatchReport(batch_id=batch_id, started_at=time.time())
         now = _utcnow()
         label = self._label(batch_id)
-        max_before = self._max_before(batch_id)
-        record_id = F.when(
-            F.col("topic").isNotNull(),
-            F.concat_ws("/", F.col("topic"), F.col("partition"), F.col("offset")),
-        ).otherwise(
-            F.concat(
-                F.col("source_file"), F.lit(":"), F.monotonically_increasing_id().cast("string")
+        try:
+            max_before = self._max_before(batch_id)
+            record_id = F.when(
+                F.col("topic").isNotNull(),
+                F.concat_ws("/", F.col("topic"), F.col("partition"), F.col("offset")),
+            ).otherwise(
+                F.concat(
+                    F.col("source_file"),
+                    F.lit(":"),
+                    F.monotonically_increasing_id().cast("string"),
+                )
             )
-        )
-        # many small drop files arrive as as many partitions: a task each costs more
-        # than the rows in it
-        parallelism = max(1, batch.sparkSession.sparkContext.defaultParallelism)
-        raw = (
-            batch.coalesce(parallelism)
-            .select(
+            # many small drop files arrive as as many partitions: a task each costs more
+            # than the rows in it
+            parallelism = max(1, batch.sparkSession.sparkContext.defaultParallelism)
+            raw = batch.coalesce(parallelism).select(
                 *[F.col(c) for c in RAW_COLUMNS],
-                ev.event_id_of(F.col("value")).alias("event_id"),
                 record_id.alias("_record_id"),
                 F.lit(label).alias("_batch_id"),
-                _ts(now).alias("_ingested_at"),
+                _batch_ts(now).alias("_ingested_at"),
             )
-            .persist()
-        )
-        try:
-            bronze = raw.toArrow()
-            report.rows = bronze.num_rows
+            # the batch's one Spark job; everything after works on this Arrow table
+            if self._plan is None:
+                self._plan = FramePlan()
+            frame = batch_frame(raw, self._plan).toArrow()
+            report.rows = frame.num_rows
             if report.rows:
-                self._append("bronze", bronze, batch_id)
+                bronze = frame.select([*RAW_COLUMNS, "_bronze_event_id", *LINEAGE_COLUMNS])
+                self._append("bronze", bronze.rename_columns(BRONZE_COLUMNS), batch_id)
                 self._hook("bronze", batch_id)
-                parsed = flag(ev.parse_events(raw.drop("event_id")), ev.EXPECTATIONS).persist()
-                try:
-                    self._process(parsed, batch_id, label, now, max_before, report)
-                finally:
-                    parsed.unpersist()
+                self._process(batch.sparkSession, frame, batch_id, label, now, max_before, report)
             if batch_id and batch_id % MAINTENANCE_EVERY == 0:
                 self._maintain()
         except BaseException:
             report.failed = True
+            self._state = None  # read the state table again: a commit may have landed
             raise
         finally:
-            raw.unpersist()
             report.seconds = time.monotonic() - started
             report.finished_at = time.time()
             with self.lock:
@@ -574,28 +740,34 @@ class BatchWriter:
 
     def _process(
         self,
-        parsed: DataFrame,
+        spark: SparkSession,
+        frame: pa.Table,
         batch_id: int,
         label: str,
         now: dt.datetime,
         max_before: dt.datetime | None,
         report: BatchReport,
     ) -> None:
-        """Steps 2-7 of the module docstring."""
-        spark = parsed.sparkSession
+        """Steps 2-7 of the module docstring, on batch_frame's collected rows."""
         watermark = max_before - WATERMARK if max_before is not None else None
-        rules = count_failures(parsed, ev.EXPECTATIONS)
-        quarantined = quarantine_rows(parsed.filter(is_quarantined())).toArrow()
+        rules = rule_counts(frame, ev.EXPECTATIONS)
+        quarantined = _unprefixed(
+            frame.filter(pc.is_valid(frame[_QUARANTINE_PREFIX + "source_table"])),
+            _QUARANTINE_PREFIX,
+        )
         report.quarantined = quarantined.num_rows
         if report.quarantined:
             self._append("quarantine", quarantined, batch_id)
         self._hook("quarantine", batch_id)
 
-        events = self._events(parsed, watermark).toArrow()
-        late = pc.fill_null(events["_late"], False)
-        seen = pc.is_in(events["event_id"], value_set=self._stored_ids(watermark))
+        events = first_deliveries(frame)
+        if watermark is not None and events.num_rows:
+            late = pc.fill_null(pc.less(events["event_ts"], pa.scalar(watermark, UTC_TS)), False)
+        else:
+            late = pa.array([False] * events.num_rows, pa.bool_())
         on_time = events.filter(pc.invert(late))
-        fresh = events.filter(pc.and_(pc.invert(late), pc.invert(seen)))
+        seen = pc.is_in(on_time["event_id"], value_set=self._stored_ids(watermark))
+        fresh = on_time.filter(pc.invert(seen))
         n_valid = report.rows - report.quarantined
         report.late = events.num_rows - on_time.num_rows
         report.inserted = fresh.num_rows
@@ -610,7 +782,7 @@ class BatchWriter:
         self._hook("dq", batch_id)
 
         if fresh.num_rows:
-            self._append("store", fresh.drop_columns(["_late"]), batch_id)
+            self._append("store", fresh, batch_id)
         self._hook("store", batch_id)
 
         # every minute an on-time event of this batch falls in, repeats included:
@@ -618,7 +790,7 @@ class BatchWriter:
         windows = sorted(pc.unique(on_time["window_start"].cast(pa.int64())).to_pylist())
         report.windows = len(windows)
         if windows:
-            self._upsert_minutes(spark, windows)
+            self._upsert_minutes(windows)
             report.visible_at = time.time()
         self._hook("gold", batch_id)
 
@@ -637,21 +809,13 @@ class BatchWriter:
         report.watermark = new_watermark
         self.watermark = new_watermark
 
-    def _events(self, parsed: DataFrame, watermark: dt.datetime | None) -> DataFrame:
-        """The first delivery of each valid event of the batch, flagged when late."""
-        valid = parsed.filter(~is_quarantined())
-        first, _ = ev.first_per_event(valid, ["partition", "offset", "_record_id"])
-        events = ev.event_totals(first, keep=["_record_id", "_batch_id", "_ingested_at"])
-        late = F.col("event_ts") < _ts(watermark) if watermark is not None else F.lit(False)
-        return events.withColumn("_late", late)
-
     def _stored_ids(self, watermark: dt.datetime | None) -> pa.Array:
         """event_ids the store holds within the dedup horizon (watermark minus its delay)."""
         where = f"WHERE event_ts > {_sql_ts(watermark - WATERMARK)}" if watermark else ""
         ids = query_arrow(self.paths["store"], f"SELECT event_id FROM t {where}")
         return pa.array([], pa.string()) if ids is None else ids["event_id"].combine_chunks()
 
-    def _upsert_minutes(self, spark: SparkSession, windows: list[int]) -> None:
+    def _upsert_minutes(self, windows: list[int]) -> None:
         """Recompute the touched minutes from the store; windows as epoch microseconds."""
         low = _EPOCH + dt.timedelta(microseconds=windows[0])
         high = _EPOCH + dt.timedelta(microseconds=windows[-1])
@@ -662,8 +826,8 @@ class BatchWriter:
         )
         if stored is None or stored.num_rows == 0:
             return
-        minutes = ev.minute_sales(spark.createDataFrame(stored)).select(*GOLD_COLUMNS)
-        commit_upsert(self.paths["gold"], minutes.toArrow(), ["window_start"])
+        minutes = ev.minute_totals(stored).select(GOLD_COLUMNS)
+        commit_upsert(self.paths["gold"], minutes, ["window_start"])
 
     def _upsert_alerts(self, spark: SparkSession, old: dt.datetime | None, new: dt.datetime) -> int:
         """Alerts for the minutes that closed between the old and the new watermark."""
