@@ -123,6 +123,26 @@ def _checksum(df: DataFrame) -> tuple[int, int, int]:
 
 
 DELETE = "_delete"
+DELETION_VECTORS = "delta.enableDeletionVectors"
+
+
+def use_deletion_vectors(spark: SparkSession, layer: str, table: str) -> None:
+    """Let MERGEs into the table mark replaced rows instead of rewriting their files.
+
+    Without deletion vectors a MERGE copies every file holding a matched row;
+    a day's changes are spread over the whole key range, so an increment of 1 %
+    rewrote nearly the whole table. With them it writes the changed rows and a
+    small bitmap per touched file. Set once per table (one commit); an
+    overwrite keeps it. Readers outside Spark must apply them:
+    ``pipeline.read.delta_arrow`` does. Not for ``silver.quarantine``, which
+    delta-rs also deletes from (``pipeline.demo``).
+    """
+    location = path(layer, table)
+    properties = DeltaTable.forPath(spark, location).detail().first()["properties"] or {}
+    if properties.get(DELETION_VECTORS) == "true":
+        return
+    quoted = location.replace("`", "``")
+    spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{DELETION_VECTORS}' = 'true')")
 
 
 def upsert(
@@ -131,14 +151,19 @@ def upsert(
     table: str,
     keys: Sequence[str],
     scope: str | None = None,
+    deletion_vectors: bool = True,
 ) -> None:
     """Apply a change set with one MERGE: rows update or insert, ``_delete`` rows remove.
 
     ``df`` holds the table's columns plus a boolean ``_delete``; a delete row
     needs only its key. The row hash matches ``sync``'s, so an unchanged row is
     left alone and applying the same change set twice changes nothing.
+    ``deletion_vectors``: see ``use_deletion_vectors``.
     """
     from pyspark.sql import functions as F
+
+    if deletion_vectors:
+        use_deletion_vectors(df.sparkSession, layer, table)
 
     columns = [c for c in df.columns if c != DELETE]
     hashed = df.select(
@@ -167,10 +192,11 @@ def replace_groups(df: DataFrame, layer: str, table: str, groups: DataFrame) -> 
     ``groups`` holds the group key columns (one row per group); ``df`` the new
     rows of those groups (a group may have several, or none left). A delete
     row per group removes its old rows; only delete rows can match, so the new
-    rows are always inserts.
+    rows are always inserts. The table gets deletion vectors (``use_deletion_vectors``).
     """
     from pyspark.sql import functions as F
 
+    use_deletion_vectors(df.sparkSession, layer, table)
     keys = groups.columns
     deletes = groups.select(*keys, F.lit(True).alias(DELETE))
     changes = df.withColumn(DELETE, F.lit(False)).unionByName(deletes, allowMissingColumns=True)

@@ -237,14 +237,43 @@ def read_arrow(layer: str, table: str, columns: Sequence[str] | None = None) -> 
     path = table_path(layer, table)
     if cache_key(layer, table) is None:
         return None
+    return delta_arrow(path, columns)
+
+
+def has_deletion_vectors(delta) -> bool:
+    """Silver tables that take MERGEs carry deletion vectors (see pipeline/lake.py)."""
+    return "deletionVectors" in (delta.protocol().reader_features or [])
+
+
+def delta_arrow(path: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Delta table as Arrow, columns pruned to those that exist, deleted rows left out.
+
+    delta-rs' plain reader refuses deletion vectors; its SQL engine applies them,
+    so a table carrying them is read through a query (strings come back as the
+    plain Arrow string type either way).
+    """
     from deltalake import DeltaTable
 
     delta = DeltaTable(path)
-    wanted = None
-    if columns is not None:
-        present = set(delta.schema().to_arrow().names)
-        wanted = [c for c in columns if c in present]
-    return delta.to_pyarrow_table(columns=wanted)
+    present = delta.schema().to_arrow().names
+    wanted = list(present) if columns is None else [c for c in columns if c in set(present)]
+    if not has_deletion_vectors(delta):
+        return delta.to_pyarrow_table(columns=wanted)
+    from deltalake import QueryBuilder
+
+    select = ", ".join('"' + c.replace('"', '""') + '"' for c in wanted) or "1 AS _none"
+    table = pa.table(QueryBuilder().register("t", delta).execute(f"SELECT {select} FROM t"))
+    if not wanted:
+        return table.drop_columns(["_none"])
+    return table.cast(pa.schema([_plain(f) for f in table.schema]))
+
+
+def _plain(field: pa.Field) -> pa.Field:
+    if pa.types.is_string_view(field.type):
+        return field.with_type(pa.string())
+    if pa.types.is_binary_view(field.type):
+        return field.with_type(pa.binary())
+    return field
 
 
 def _money_to_float(table: pa.Table) -> pa.Table:
@@ -303,6 +332,8 @@ def table_stats(layer: str, table: str) -> TableStats:
         actions = pa.table(delta.get_add_actions(flatten=True))
         counts = actions.column("num_records").to_pylist()
         rows = sum(c for c in counts if c is not None) if counts else 0
+        if has_deletion_vectors(delta):  # the file statistics still count deleted rows
+            rows = _count_rows(delta)
         size = sum(s or 0 for s in actions.column("size_bytes").to_pylist())
         commit = delta.history(1)
         ts = commit[0].get("timestamp") if commit else None
@@ -311,6 +342,13 @@ def table_stats(layer: str, table: str) -> TableStats:
     except Exception as exc:  # a table being rewritten or unreadable: show it without numbers
         log.warning("cannot read stats of %s.%s: %s", layer, table, exc)
         return TableStats(layer, table, exists=True, version=key[0])
+
+
+def _count_rows(delta) -> int:
+    from deltalake import QueryBuilder
+
+    result = pa.table(QueryBuilder().register("t", delta).execute("SELECT count(*) AS n FROM t"))
+    return int(result.column("n")[0].as_py())
 
 
 def lake_status(stats: Sequence[TableStats]) -> pd.DataFrame:

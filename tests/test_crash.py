@@ -31,6 +31,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
+from pipeline.read import delta_arrow
 from pipeline.runner import RunResult, run
 from pipeline.sources.generate import generate
 from tests.conftest import lake_at
@@ -91,7 +92,7 @@ def _run_and_kill(lake: Path, trigger: Path, log: Path) -> int:
 
 def _rows(path: Path) -> Counter[str]:
     """A Delta table's rows without ingestion times and ids, as a multiset of JSON texts."""
-    table = DeltaTable(str(path)).to_pyarrow_table()
+    table = delta_arrow(str(path))
     columns = [c for c in table.column_names if c not in VOLATILE]
     return Counter(
         json.dumps(row, default=str, sort_keys=True) for row in table.select(columns).to_pylist()

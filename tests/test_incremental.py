@@ -15,8 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 from pipeline import lake
+from pipeline.read import delta_arrow, has_deletion_vectors, table_stats
 from pipeline.runner import RunResult, run
 from pipeline.sources.generate import generate
 from tests.conftest import lake_at
@@ -132,6 +134,13 @@ def test_increments_equal_a_full_recompute(spark, base_lake: Path) -> None:
         assert items.count() == 2
         orders = lake.read(spark, "silver", "orders")
         assert orders.filter(f"order_id = '{stored['order_id']}'").count() == 0
+
+        # The MERGEs marked replaced rows with deletion vectors; the app's reader applies them.
+        for name in ("orders", "order_items", "fact_sales"):
+            assert has_deletion_vectors(DeltaTable(lake.path("silver", name))), name
+            stored_rows = lake.read(spark, "silver", name).count()
+            assert delta_arrow(lake.path("silver", name)).num_rows == stored_rows, name
+            assert table_stats("silver", name).rows == stored_rows, name
 
         after_increments = _snapshot(spark)
         full = _run(spark, "silver", full_refresh=True)

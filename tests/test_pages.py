@@ -28,6 +28,7 @@ import pytest
 from deltalake import DeltaTable
 from streamlit.testing.v1 import AppTest
 
+from pipeline.read import delta_arrow
 from tests.pages_support import (
     HOME,
     PAGE_FILES,
@@ -88,7 +89,7 @@ def assert_clean(at: AppTest, allow_errors: bool = False) -> None:
 
 def delta(lake: Path, layer: str, table: str) -> pd.DataFrame:
     """A table read independently of the app (decimals stay Decimal)."""
-    return DeltaTable(str(lake / layer / table)).to_pandas()
+    return delta_arrow(str(lake / layer / table)).to_pandas()
 
 
 def money(value: Decimal | float) -> str:

@@ -257,6 +257,7 @@ def _refine_incrementally(
             QUARANTINE,
             keys=("source_table", "record_id"),
             scope=_scope(source),
+            deletion_vectors=False,  # delta-rs deletes from it (pipeline/demo.py)
         )
         if then:
             then(ctx, refined, False)
