@@ -33,13 +33,13 @@ def _check_java() -> None:
     )
 
 
-def _base_config(shuffle_partitions: int, parallelism: int | None = None) -> dict[str, str]:
+def _base_config(shuffle_partitions: int) -> dict[str, str]:
     return {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
-        "spark.default.parallelism": str(parallelism or shuffle_partitions),
+        "spark.default.parallelism": str(shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
@@ -78,14 +78,9 @@ def get_spark(app_name: str = "shoplake") -> SparkSession:
         jvm.fetch("spark")
         master = cfg.spark_master or os.environ.get("SHOPLAKE_LOCAL_MASTER", "local[2]")
         local = master.startswith("local")
-        # 16 shuffle partitions on 2 local cores: the 1M-order Silver sorts then fit in
-        # memory instead of spilling (order_items refine 29-31 s against 32-35 s with 4,
-        # alternating runs); adaptive execution merges the small shuffles of an
-        # increment back to a few partitions. Plain parallelism (spark.range, literal
-        # rows) stays at 4, so tiny jobs do not start 16 tasks.
-        partitions = int(os.environ.get("SHOPLAKE_SHUFFLE_PARTITIONS", "16" if local else "32"))
+        partitions = int(os.environ.get("SHOPLAKE_SHUFFLE_PARTITIONS", "4" if local else "32"))
         builder = SparkSession.builder.master(master).appName(app_name)
-        for key, value in _base_config(partitions, 4 if local else None).items():
+        for key, value in _base_config(partitions).items():
             builder = builder.config(key, value)
         builder = builder.config("spark.jars", ",".join(jvm.jars("spark")))
         builder = builder.config(
