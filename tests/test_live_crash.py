@@ -57,9 +57,18 @@ def _labelled(lake: Path, layer: str, table: str, column: str, batch_id: int) ->
 # ---------------------------------------------------------------- a killed process
 
 
-def _spawn_stream(log: Path, max_per_batch: int) -> subprocess.Popen:
-    """`python -m pipeline stream run` in its own process group (the JVM dies with it)."""
-    env = {**os.environ, "SHOPLAKE_DRIVER_MEMORY": "1g", "SHOPLAKE_SPARK_UI": "false"}
+def _spawn_stream(log: Path, max_per_batch: int, pause_after: str) -> subprocess.Popen:
+    """`python -m pipeline stream run` in its own process group (the JVM dies with it).
+
+    ``pause_after`` (step:batch) holds the process right after that commit, so the
+    SIGKILL lands there for certain instead of racing the next commit.
+    """
+    env = {
+        **os.environ,
+        "SHOPLAKE_DRIVER_MEMORY": "1g",
+        "SHOPLAKE_SPARK_UI": "false",
+        stream.PAUSE_ENV: pause_after,
+    }
     with open(log, "ab") as out:
         return subprocess.Popen(
             [
@@ -125,7 +134,7 @@ def test_sigkill_mid_batch_then_restart_is_exact(
     log = empty_lake.parent / "stream.log"
 
     # 1. killed right after batch 1's Bronze commit, before its dq results and event store
-    proc = _spawn_stream(log, max_per_batch=40)
+    proc = _spawn_stream(log, max_per_batch=40, pause_after="bronze:1")
     _kill_when(proc, _commit_file(empty_lake, "bronze", "order_events", 1), log)
     batch = _batch_in_flight(checkpoint)
     assert batch == 1
@@ -135,7 +144,7 @@ def test_sigkill_mid_batch_then_restart_is_exact(
 
     # 2. a restarted process replays batch 1; killed again right after batch 3's store
     #    commit, before its Gold minutes and Spark's commit
-    proc = _spawn_stream(log, max_per_batch=40)
+    proc = _spawn_stream(log, max_per_batch=40, pause_after="store:3")
     _kill_when(proc, _commit_file(empty_lake, "silver", "order_events", 3), log)
     batch = _batch_in_flight(checkpoint)
     assert batch == 3

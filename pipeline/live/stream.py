@@ -598,6 +598,27 @@ def dq_table(run_id: str, now: dt.datetime, counts: list[RuleCount]) -> pa.Table
     return pa.Table.from_pylist(rows, schema=DQ_SCHEMA)
 
 
+PAUSE_ENV = "SHOPLAKE_LIVE_PAUSE_AFTER"
+
+
+def _pause_from_env() -> Callable[[str, int], None] | None:
+    """``SHOPLAKE_LIVE_PAUSE_AFTER=bronze:1`` holds the process after that step's commit.
+
+    For crash tests: a process held right after a commit is killed there for
+    certain, where a kill timed from outside races the next commit (tens of ms).
+    """
+    wanted = os.environ.get(PAUSE_ENV, "")
+    if ":" not in wanted:
+        return None
+    step, batch = wanted.rsplit(":", 1)
+
+    def pause(at_step: str, batch_id: int) -> None:
+        if at_step == step and batch_id == int(batch):
+            time.sleep(3600)
+
+    return pause
+
+
 class BatchWriter:
     """The foreachBatch function: one micro-batch, written so that a replay changes nothing."""
 
@@ -608,7 +629,8 @@ class BatchWriter:
         on_report: Callable[[BatchReport], None] | None = None,
     ):
         self.source = source
-        self.fault = fault  # tests: called after each step, may raise to simulate a crash
+        # tests: called after each step, may raise to simulate a crash
+        self.fault = fault or _pause_from_env()
         self.on_report = on_report
         self.app_id = ""
         self._app_ready = threading.Event()
