@@ -473,9 +473,9 @@ def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestR
 def _count_by_file(spark: SparkSession, source: Source, names: list[str]) -> dict:
     """Rows and malformed rows per file, read back from what the commit stored.
 
-    Counting after the write (two columns of the new files only: the file names
-    are in the Delta statistics) costs far less than caching the parsed batch
-    to count it first, which took as long as the write itself at 1M orders.
+    Counting after the write reads two columns of the new files only (the file
+    names are in the Delta statistics), so the parsed batch need not be cached
+    in memory to be counted before it is written.
     """
     written = lake.read(spark, "bronze", source.name).filter(F.col("_source_file").isin(names))
     counts = written.groupBy("_source_file").agg(
