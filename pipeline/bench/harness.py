@@ -1156,7 +1156,9 @@ def render_markdown(r: dict) -> str:
         "",
         "- Each measurement runs in a fresh worker process; peak memory is the summed RSS of "
         "that process and its children (the JVM), sampled every 0.25 s (shared pages count "
-        "once per process, so it is an upper bound).",
+        "once per process, so it is an upper bound; a child still sharing its parent's "
+        "address space, a command the JVM has started but not yet exec'd, is not counted "
+        "again).",
         "- ShopLake time is `pipeline.runner.run('all')` from an empty lake (Bronze, Silver "
         "with its MERGE and quarantine, the dimensional model, Gold and the quality records), "
         "not counting session start, which is measured on its own.",
