@@ -38,6 +38,12 @@ PAGES = {
             icon=":material/database:",
         ),
         st.Page(
+            "pages/9_Import.py",
+            url_path="Import",
+            title="Import your data",
+            icon=":material/upload_file:",
+        ),
+        st.Page(
             "pages/3_Pipeline.py",
             url_path="Pipeline",
             title="Pipeline",

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from pipeline import read
+from pipeline import formats, read
 from pipeline.config import settings
+from pipeline.live import health
 
 ui.page_guard()
 st.title("ShopLake")
@@ -22,7 +23,7 @@ landing = read.landing_files()
 runs = ui.table("gold", "pipeline_runs")
 dq = ui.table("gold", "dq_results")
 summary = read.run_summary(runs)
-layer_scores = read.layer_scores(dq).set_index("layer")["score"].to_dict()
+layer_scores = read.layer_scores(dq, runs).set_index("layer")["score"].to_dict()
 
 # --- lake status per layer -----------------------------------------------------------------------
 st.subheader("Lake")
@@ -40,21 +41,26 @@ for col, row in zip(cols[1:], status.itertuples(), strict=True):
         border=True,
     )
 
+st.caption(
+    "Silver rows include the dimensional model (dim_customer with its history, dim_product, "
+    "dim_date, fact_sales) besides the cleaned tables, so Silver can hold more rows than Bronze."
+)
+
 with st.expander("Tables", expanded=False):
     frame = pd.DataFrame(
         [
             {
                 "table": f"{s.layer}.{s.table}",
-                "exists": s.exists,
-                "rows": s.rows,
+                "exists": "yes" if s.exists else "no",
+                "rows": s.rows if s.exists else None,
                 "files": s.files if s.exists else None,
                 "version": s.version,
-                "last change": s.modified,
+                "last change": formats.utc_time(s.modified) if s.modified is not None else None,
             }
             for s in stats
         ]
     )
-    st.dataframe(frame, hide_index=True, width="stretch")
+    ui.show_table(frame, count_cols=["rows", "files", "version"])
     st.caption(f"Lake root: `{settings().lake}` · row counts come from the Delta log statistics.")
 
 # --- last run and quality ------------------------------------------------------------------------
@@ -73,15 +79,19 @@ with left:
         st.page_link(ui.PAGES["pipeline"], label="Pipeline history", icon=":material/history:")
 with right:
     st.subheader("Data quality")
-    scores = read.latest_scores(dq)
+    scores = read.latest_scores(dq, runs)
     if scores.empty:
         st.write("No quality results yet.")
     else:
         worst = scores.sort_values("score").iloc[0]
+        # the Quality page's and `python -m pipeline quality`'s number (pipeline/quality/scores.py)
         st.metric(
-            "Overall score (mean of tables)",
-            ui.pct(scores["score"].mean()),
-            help="A table's score is the mean pass rate of its rules in its latest run.",
+            "Overall quality score",
+            ui.pct(read.overall_score(dq, runs)),
+            help=(
+                "Records that passed every quarantine and fail rule, out of the records each "
+                "table's latest run checked; tables weigh by records checked."
+            ),
         )
         lowest = ui.plain(f"{worst['layer']}.{worst['table']}")
         st.caption(f"Lowest: {lowest} at {ui.pct(worst['score'])}")
@@ -93,19 +103,24 @@ st.subheader("Live stream")
 
 @st.fragment(run_every="10s")
 def stream_status() -> None:
-    """Redrawn on its own every 10 s: the stream keeps writing while this page is open."""
+    """Redrawn on its own every 10 s, from the state of the query, producers and broker."""
+    live = health.live_status()
     minutes = ui.table("gold", "live_sales_minute", ["window_start", "window_end"])
-    live = read.live_freshness(minutes)
-    if live["state"] == "never run":
-        st.write("The stream has not written any window yet.")
-        return
-    text = (
-        f"Last 1-minute window ended {ui.ago(live['last_window_end'])} "
-        f"({ui.count(live['windows'])} windows in total)."
-    )
-    (st.success if live["state"] == "live" else st.warning)(
-        f"Stream {live['state']}: {text}", icon=":material/sensors:"
-    )
+    written = read.live_freshness(minutes)
+    if written["state"] == "never run":
+        windows = "no 1-minute window written yet"
+    else:
+        windows = (
+            f"last 1-minute window ended {ui.ago(written['last_window_end'])} "
+            f"({ui.count(written['windows'])} windows in total)"
+        )
+    text = f"{live.headline}: {ui.plain(live.detail())}; {windows}."
+    if live.running:
+        st.success(text, icon=":material/sensors:")
+    elif live.state == "not responding":
+        st.warning(text, icon=":material/sensors:")
+    else:
+        st.info(text, icon=":material/sensors_off:")
 
 
 stream_status()

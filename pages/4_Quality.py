@@ -1,15 +1,27 @@
-"""Data quality: scores per table and layer, trends, failing rules with sample records.
+"""Data quality: scores per table and layer, each rule's pass rate, trends, failing rules.
 
-A table's score is the mean pass rate of its rules in a run (gold.dq_results);
-a layer's score is the mean of its tables' latest scores.
+Every score comes from pipeline/quality/scores.py, the computation `python -m
+pipeline quality` prints (docs/quality.md, "Score"): the share of the records a
+run checked that passed every quarantine and fail rule. Warn rules do not lower
+it and are counted beside it; layers and the overall score weigh tables by the
+records they checked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
-from pipeline import read
+from pipeline import formats, read
+from pipeline.quality import scores as quality
+
+SCORE_HELP = (
+    "Records that passed every quarantine and fail rule, out of the records the latest run "
+    "checked. Warn rules do not lower it; tables weigh by records checked."
+)
 
 ui.page_guard()
 st.title("Data quality")
@@ -18,73 +30,160 @@ dq = ui.table("gold", "dq_results")
 if dq.empty:
     ui.empty_lake("quality results")
     st.stop()
+runs = ui.table("gold", "pipeline_runs")
+latest = read.latest_scores(dq, runs)
+layers = read.layer_scores(dq, runs).set_index("layer")
+rules = quality.latest_rules(dq, latest)
+failing = read.failing_rules(dq, runs)
 
-latest = read.latest_scores(dq)
-layers = read.layer_scores(dq).set_index("layer")
-failing = read.failing_rules(dq)
+
+def table_name(layer: pd.Series, table: pd.Series) -> pd.Series:
+    return layer.str.title() + " · " + table.str.replace("_", " ")
+
+
+def show(frame: pd.DataFrame, pct_cols: Sequence[str] = (), **kwargs: object) -> None:
+    """ui.show_table with the headers as words and missing percentages as a dash."""
+    frame = frame.rename(columns=formats.labels(frame.columns))
+    for col in pct_cols:
+        if frame[col].isna().any():
+            frame = frame.assign(**{col: frame[col].map(formats.pct)})
+    numeric = [c for c in pct_cols if pd.api.types.is_numeric_dtype(frame[c])]
+    ui.show_table(frame, pct_cols=numeric, **kwargs)
+
 
 # --- scores --------------------------------------------------------------------------------------
-cols = st.columns(len(read.LAYERS) + 1)
-cols[0].metric("Overall", ui.pct(latest["score"].mean()), border=True)
-for col, layer in zip(cols[1:], read.LAYERS, strict=True):
-    score = layers["score"].get(layer) if layer in layers.index else None
-    tables = int(layers["tables"].get(layer, 0)) if layer in layers.index else 0
-    col.metric(f"{layer.title()} ({tables} tables)", ui.pct(score), border=True)
+shown_layers = [x for x in quality.LAYER_ORDER if x in read.LAYERS or x in layers.index]
+cols = st.columns(len(shown_layers) + 1)
+cols[0].metric("Overall", ui.pct(quality.overall_score(latest)), help=SCORE_HELP, border=True)
+for col, layer in zip(cols[1:], shown_layers, strict=True):
+    if layer in layers.index:
+        row = layers.loc[layer]
+        passed = int(row["records_checked"]) - int(row["records_failed"])
+        col.metric(
+            f"{layer.title()} ({int(row['tables'])} tables)",
+            ui.pct(row["score"]),
+            help=f"{passed:,} of {int(row['records_checked']):,} records passed.",
+            border=True,
+        )
+    else:
+        col.metric(f"{layer.title()} (0 tables)", ui.pct(None), border=True)
 
 st.subheader("Score per table (latest run that checked it)")
-shown = latest.sort_values("score", ascending=False)
-shown = shown.assign(name=shown["layer"] + "." + shown["table"], score_pct=shown["score"] * 100)
-fig = ui.bars(shown, "name", ["score_pct"], "Score (%)", horizontal=True)
-fig.update_xaxes(range=[max(0.0, float(shown["score_pct"].min()) - 5), 100])
+named = latest.assign(name=table_name(latest["layer"], latest["table"]))
+bars = named.sort_values("score", ascending=True).assign(score_pct=named["score"] * 100)
+fig = ui.bars(bars, "name", ["score_pct"], "Score", horizontal=True, names=["Score"])
+fig.update_xaxes(range=[0, 100], ticksuffix=" %", title_text="Records that passed (%)")
 ui.chart(fig, key="scores")
-st.dataframe(
-    latest,
-    hide_index=True,
-    width="stretch",
-    column_config={"score": st.column_config.ProgressColumn("score", min_value=0, max_value=1)},
+show(
+    pd.DataFrame(
+        {
+            "Table": named["name"],
+            "Score": named["score"],
+            "Records checked": named["records_checked"],
+            "Records failed": named["records_failed"],
+            "Warnings": named["warnings"],
+            "Rules": named["rules"],
+            "Rules failing": named["rules_failing"],
+            "Exact": named["exact"],
+            "Run": named["run_id"],
+        }
+    ),
+    pct_cols=["Score"],
+    config={
+        "Warnings": st.column_config.NumberColumn(
+            "Warnings", format="%,d", help="Rows flagged by warn rules (kept, not scored)."
+        ),
+        "Exact": st.column_config.CheckboxColumn(
+            "Exact",
+            help="Unchecked: the run recorded rule counts only, so records failing several "
+            "rules may be counted more than once; the score is then a lower bound.",
+        ),
+    },
 )
+st.caption(SCORE_HELP)
+
+with st.expander("Each rule's pass rate (latest run per table)"):
+    show(
+        pd.DataFrame(
+            {
+                "Table": table_name(rules["layer"], rules["table"]),
+                "Rule": rules["rule"],
+                "Action": rules["action"],
+                "Checked": rules["rows_checked"],
+                "Failed": rules["rows_failed"],
+                "Pass rate": rules["pass_rate"],
+            }
+        ),
+        pct_cols=["Pass rate"],
+    )
 
 # --- trend ---------------------------------------------------------------------------------------
 st.subheader("Trend across runs")
-trend = read.table_scores(dq)
+trend = quality.scoring_runs(dq, runs)
 if trend["run_id"].nunique() < 2:
-    st.caption("One run so far: the trend appears after the next run.")
-trend = trend.assign(name=trend["layer"] + "." + trend["table"], score_pct=trend["score"] * 100)
-ui.chart(ui.lines(trend, "checked_at", "score_pct", "name", "Score (%) per run"), key="trend")
+    st.info(
+        f"One run so far: overall {ui.pct(quality.overall_score(latest))}. "
+        "The trend appears after the next run.",
+        icon=":material/show_chart:",
+    )
+else:
+    trend = trend.assign(
+        name=table_name(trend["layer"], trend["table"]), score_pct=trend["score"] * 100
+    )
+    fig = ui.lines(trend, "checked_at", "score_pct", "name", "Score per run")
+    fig.update_yaxes(range=[0, 100], ticksuffix=" %", title_text="Records that passed (%)")
+    ui.chart(fig, key="trend")
 
 # --- failing rules -------------------------------------------------------------------------------
 st.subheader("Failing rules")
 if failing.empty:
-    st.success("Every rule passed on every row in its latest check.")
+    st.success("Every rule passed on every record in its table's latest run.")
 else:
-    st.dataframe(
-        failing,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "pass_rate": st.column_config.ProgressColumn("pass rate", min_value=0, max_value=1)
-        },
+    show(
+        pd.DataFrame(
+            {
+                "Table": table_name(failing["layer"], failing["table"]),
+                "Rule": failing["rule"],
+                "Action": failing["action"],
+                "Failed": failing["rows_failed"],
+                "Checked": failing["rows_checked"],
+                "Pass rate": failing["pass_rate"],
+            }
+        ),
+        pct_cols=["Pass rate"],
     )
-    counts = read.quarantine_rule_counts(ui.quarantine())
-    rules = sorted(set(failing["rule"]) | set(counts["rule"]))
-    rule = st.selectbox("Sample quarantined records of rule", rules)
-    sample = read.quarantine_samples(ui.quarantine(), rule, limit=25)
-    if sample.empty:
-        action = failing.loc[failing["rule"] == rule, "action"]
-        kind = action.iloc[0] if not action.empty else "this"
-        st.caption(
-            f"No quarantined record for {ui.plain(rule)} "
-            f"({ui.plain(kind)} rules keep or stop, not move)."
+
+quarantine = ui.quarantine()
+counts = read.quarantine_rule_counts(quarantine)
+if counts.empty:
+    st.caption("No record is in quarantine.")
+else:
+    options = list(zip(counts["source_table"], counts["rule"], counts["records"], strict=True))
+    picked = st.selectbox(
+        "Sample quarantined records of",
+        options,
+        format_func=lambda o: f"{o[0].replace('_', ' ')} · {o[1]} ({o[2]:,} records)",
+        key="sample_rule",
+    )
+    table, rule = picked[0], picked[1]
+    sample = read.quarantine_samples(quarantine, rule, table, limit=25)
+    show(
+        pd.DataFrame(
+            {
+                "Record key": sample["record_key"],
+                "Rules failed": sample["rules"],
+                "Batch": sample["batch_id"],
+                "Quarantined at": sample["quarantined_at"],
+            }
         )
-    else:
-        st.dataframe(sample, hide_index=True, width="stretch")
-    if not counts.empty:
-        with st.expander("Quarantine: records per source table and rule"):
-            st.dataframe(counts, hide_index=True, width="stretch")
+    )
+    st.caption(f"The {len(sample):,} records as they arrived, whole:")
+    st.code("\n".join(str(r) for r in sample["raw_record"]), language=None, wrap_lines=True)
+    with st.expander("Quarantine: records per source table and rule"):
+        show(counts)
 
 # --- before / after each step --------------------------------------------------------------------
 st.subheader("Before and after each step")
-runs = ui.table("gold", "pipeline_runs")
 summary = read.run_summary(runs)
 if summary.empty:
     st.caption("No run recorded.")
@@ -96,6 +195,13 @@ else:
         "step",
         ["rows_in", "rows_out", "rows_quarantined", "duplicates", "superseded"],
         "Rows in and out of each step",
+        names=["Rows in", "Rows out", "Quarantined", "Duplicates", "Superseded"],
     )
+    fig.update_yaxes(rangemode="tozero")
     ui.chart(fig, key="recon")
-    st.dataframe(steps, hide_index=True, width="stretch")
+    balanced = (
+        steps["balanced"]
+        .astype(object)
+        .map(lambda v: formats.DASH if formats.is_missing(v) else ("yes" if v else "no"))
+    )
+    show(steps.assign(balanced=balanced))

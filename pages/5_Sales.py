@@ -15,7 +15,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages import _ui as ui
-from pipeline import read
+from pipeline import formats, read
 
 ui.page_guard()
 st.title("Sales")
@@ -53,15 +53,23 @@ with st.container(border=True):
         end = last
         c3.caption("Dates")
         c3.markdown(f"{start:%d %b %Y} – {end:%d %b %Y}")
-    categories = d1.multiselect(
-        "Category", sorted(cube.categories), placeholder="All categories", key="f_category"
-    )
-    countries = d2.multiselect(
-        "Country", sorted(cube.countries), placeholder="All countries", key="f_country"
-    )
-    channels = d3.multiselect(
-        "Channel", sorted(cube.channels), placeholder="All channels", key="f_channel"
-    )
+    # "All" is the empty selection, as in a BI tool: no "Select all" that fills every chip
+    chosen_dims = {
+        key: box.multiselect(
+            label,
+            sorted(options),
+            placeholder=f"All {plural}",
+            key=key,
+            select_all=False,
+            help=f"Leave empty for all {plural}; pick some to filter.",
+        )
+        for box, label, plural, key, options in (
+            (d1, "Category", "categories", "f_category", cube.categories),
+            (d2, "Country", "countries", "f_country", cube.countries),
+            (d3, "Channel", "channels", "f_channel", cube.channels),
+        )
+    }
+    categories, countries, channels = chosen_dims.values()
 
 
 def _dims(chosen: list[str], options: list[str]) -> tuple[str, ...]:
@@ -108,19 +116,24 @@ for col, (label, key, fmt) in zip(cards, SPECS, strict=True):
         else "No data before this period to compare with.",
     )
 source = "silver.fact_sales (filtered lines)" if flt.has_dimensions else "gold.daily_sales"
-st.caption(f"{flt.start:%d %b %Y} – {flt.end:%d %b %Y} · source: {source}")
+st.caption(
+    f"{flt.start:%d %b %Y} – {flt.end:%d %b %Y} · source: {source} · "
+    f"money in {formats.currency()} (SHOPLAKE_CURRENCY)"
+)
 
 # --- over time -----------------------------------------------------------------------------------
 series = read.resample(daily, grain or "day")
 fig = make_subplots(specs=[[{"secondary_y": True}]])
-fig.add_trace(go.Bar(x=series["order_date"], y=series["net_revenue"], name="net revenue"))
+fig.add_trace(go.Bar(x=series["order_date"], y=series["net_revenue"], name="Net revenue"))
 fig.add_trace(
-    go.Scatter(x=series["order_date"], y=series["orders"], name="orders", mode="lines"),
+    go.Scatter(x=series["order_date"], y=series["orders"], name="Orders", mode="lines"),
     secondary_y=True,
 )
 fig.update_layout(title=f"Net revenue and orders per {grain}", legend={"orientation": "h"})
-fig.update_yaxes(title_text="net revenue", secondary_y=False)
-fig.update_yaxes(title_text="orders", secondary_y=True, rangemode="tozero", tickformat=",d")
+fig.update_xaxes(hoverformat="%Y-%m-%d")
+ui.money_axis(fig, title="Net revenue", secondary_y=False)
+top = float(series["orders"].max()) if len(series) else None
+ui.count_axis(fig, secondary_y=True, top=top, title="Orders")
 ui.chart(fig, key="trend")
 
 # --- categories ----------------------------------------------------------------------------------
@@ -129,8 +142,13 @@ by_category = cube.by_dimension(flt, "category")
 left, right = st.columns(2)
 with left:
     fig = ui.bars(
-        by_category, "category", ["net_revenue", "gross_margin"], "Net revenue and gross margin"
+        by_category,
+        "category",
+        ["net_revenue", "gross_margin"],
+        "Net revenue and gross margin",
+        names=["Net revenue", "Gross margin"],
     )
+    ui.money_axis(fig)
     ui.chart(fig, key="cat_bar")
 with right:
     months = cube.category_months(flt)
@@ -142,29 +160,34 @@ with right:
     fig.update_layout(title="Revenue share per month")
     fig.update_yaxes(tickformat=".0%")
     ui.chart(fig, key="cat_share")
-st.dataframe(
-    by_category,
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "net_revenue": st.column_config.NumberColumn("net revenue", format="%.2f"),
-        "gross_margin": st.column_config.NumberColumn("gross margin", format="%.2f"),
-        "margin_pct": st.column_config.NumberColumn("margin", format="percent"),
-    },
+MONEY = ["net_revenue", "gross_revenue", "gross_margin", "cost", "avg_order_value"]
+COUNTS = ["orders", "units", "cancelled_orders", "returned_orders"]
+ui.show_table(by_category, money_cols=MONEY, count_cols=COUNTS, pct_cols=["margin_pct"])
+st.caption(
+    "Gross margin counts only lines whose cost is known, and margin % is over their revenue: "
+    "products missing from the catalogue (category Unknown) have no cost, so no margin (—)."
 )
 
 # --- products, countries, channels ---------------------------------------------------------------
 st.subheader("Top products")
 products = cube.top_products(flt, limit=15)
-st.dataframe(products, hide_index=True, width="stretch")
+ui.show_table(products, money_cols=MONEY, count_cols=COUNTS)
 
 left, right = st.columns(2)
 by_country = cube.by_dimension(flt, "country")
 by_channel = cube.by_dimension(flt, "channel")
 with left:
-    ui.chart(ui.bars(by_country, "country", ["net_revenue"], "Net revenue by country"), "countries")
+    fig = ui.bars(by_country, "country", ["net_revenue"], "Net revenue by country")
+    ui.money_axis(fig)
+    ui.chart(fig, "countries")
 with right:
-    fig = go.Figure(go.Pie(labels=by_channel["channel"], values=by_channel["net_revenue"]))
+    fig = go.Figure(
+        go.Pie(
+            labels=by_channel["channel"],
+            values=by_channel["net_revenue"],
+            hovertemplate="%{label}: " + formats.currency_symbol() + "%{value:,.2f}<extra></extra>",
+        )
+    )
     fig.update_layout(title="Net revenue by channel")
     ui.chart(fig, key="channels")
 
@@ -181,7 +204,7 @@ with st.expander("Download what is shown (CSV)"):
     for col, (name, frame) in zip(st.columns(len(files)), files.items(), strict=True):
         col.download_button(
             name.replace("_", " "),
-            data=ui.csv_bytes(frame),
+            data=ui.csv_bytes(frame, MONEY, COUNTS),
             file_name=f"shoplake_{name}_{tag}.csv",
             mime="text/csv",
             key=f"dl_{name}",

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _ui as ui
-from pipeline import read
+from pipeline import formats, read
 
 ui.page_guard()
 st.title("Customers (RFM)")
@@ -26,8 +26,12 @@ as_of = rfm["as_of_date"].max()
 segments = ui.derived(read.rfm_segments, "gold", "customer_rfm")
 st.caption(
     f"As of {as_of:%d %b %Y} (the day after the latest order). Recency in days, frequency = "
-    "revenue-bearing orders, monetary = their net revenue; scores are quintiles 1..5."
+    "revenue-bearing orders, revenue (monetary) = their net revenue; scores are quintiles 1..5."
 )
+MONEY = ["monetary"]
+COUNTS = ["customers", "frequency", "recency_days", "r_score", "f_score", "m_score"]
+DATES = ["last_order_date", "as_of_date"]
+labelled = segments.assign(segment=segments["rfm_segment"].map(formats.segment))
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Customers", ui.count(len(rfm)), border=True)
@@ -52,17 +56,21 @@ for col, field, title, key in (
     (right, "monetary", "Net revenue per segment", "seg_rev"),
 ):
     with col:
-        fig = ui.bars(segments, "rfm_segment", [field], title, horizontal=True)
+        fig = ui.bars(labelled, "segment", [field], title, horizontal=True)
         fig.update_yaxes(autorange="reversed")
+        if field == "monetary":
+            ui.money_axis(fig, axis="x")
+        else:
+            ui.count_axis(fig, axis="x")
         ui.chart(fig, key=key)
-st.dataframe(
+ui.show_table(
     segments,
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "monetary": st.column_config.NumberColumn("revenue", format="%.2f"),
-        "revenue_share": st.column_config.NumberColumn("share", format="percent"),
-        "avg_recency_days": st.column_config.NumberColumn("avg recency (days)", format="%.0f"),
+    money_cols=MONEY,
+    count_cols=COUNTS,
+    pct_cols=["revenue_share"],
+    segment_cols=["rfm_segment"],
+    config={
+        "avg_recency_days": st.column_config.NumberColumn("Avg recency (days)", format="%,.0f")
     },
 )
 
@@ -87,27 +95,39 @@ c1, c2, c3 = st.columns(3)
 for col, field, title in (
     (c1, "recency_days", "Recency (days)"),
     (c2, "frequency", "Frequency (orders)"),
-    (c3, "monetary", "Monetary (net revenue)"),
+    (c3, "monetary", "Revenue per customer"),
 ):
     with col:
         bins = ui.derived(read.rfm_histogram, "gold", "customer_rfm", field)
+        unit = formats.currency_symbol() if field == "monetary" else ""
         fig = go.Figure(
             go.Bar(
                 x=(bins["left"] + bins["right"]) / 2,
                 y=bins["count"],
                 width=bins["right"] - bins["left"],
                 customdata=bins[["left", "right"]],
-                hovertemplate="%{customdata[0]:.0f} – %{customdata[1]:.0f}: %{y}<extra></extra>",
+                hovertemplate=f"{unit}%{{customdata[0]:,.0f}} – {unit}%{{customdata[1]:,.0f}}: "
+                "%{y:,d} customers<extra></extra>",
             )
         )
         fig.update_layout(title=title, bargap=0.02)
+        ui.count_axis(fig)
+        if field == "monetary":
+            ui.money_axis(fig, axis="x")
         ui.chart(fig, key=f"hist_{field}")
 
 # --- search and export ---------------------------------------------------------------------------
 st.subheader("Find customers")
 s1, s2 = st.columns([2, 3])
 text = s1.text_input("Customer id contains", key="search")
-chosen = s2.multiselect("Segments", list(segments["rfm_segment"]), key="segments")
+chosen = s2.multiselect(
+    "Segments",
+    list(segments["rfm_segment"]),
+    key="segments",
+    format_func=formats.segment,
+    placeholder="All segments",
+    select_all=False,
+)
 ranked = ui.derived(read.rank_customers, "gold", "customer_rfm")
 found = read.search_customers(ranked, text, chosen)
 LIMIT = 1_000
@@ -115,20 +135,23 @@ st.caption(
     f"{len(found):,} customers match"
     + (f"; the first {LIMIT:,} are shown." if len(found) > LIMIT else ".")
 )
-st.dataframe(
+ui.show_table(
     found.head(LIMIT),
-    hide_index=True,
-    width="stretch",
-    column_config={"monetary": st.column_config.NumberColumn("monetary", format="%.2f")},
+    money_cols=MONEY,
+    count_cols=COUNTS,
+    date_cols=DATES,
+    segment_cols=["rfm_segment"],
 )
 
 st.subheader("Export a segment")
 e1, e2 = st.columns([2, 3])
-segment = e1.selectbox("Segment", list(segments["rfm_segment"]), key="export_segment")
+segment = e1.selectbox(
+    "Segment", list(segments["rfm_segment"]), key="export_segment", format_func=formats.segment
+)
 members = rfm[rfm["rfm_segment"] == segment]
 e2.download_button(
-    f"Download {len(members):,} {ui.plain(segment)} customers (CSV)",
-    data=lambda: ui.csv_bytes(members),
+    f"Download {len(members):,} {ui.plain(formats.segment(segment))} customers (CSV)",
+    data=lambda: ui.csv_bytes(members, MONEY, COUNTS),
     file_name=f"shoplake_rfm_{re.sub(r'[^A-Za-z0-9_-]', '_', str(segment))}.csv",
     mime="text/csv",
     icon=":material/download:",

@@ -1,7 +1,9 @@
-"""Anomalies: days whose revenue leaves the band mean ± 3 std of the 28 days before.
+"""Anomalies: days whose revenue leaves the band its own history predicts.
 
-The flags, baselines and z-scores are gold.revenue_anomalies (batch) and
-gold.live_alerts (stream); this page draws them.
+The expected revenue, band, score and flags are gold.revenue_anomalies (method:
+pipeline/gold/revenue_anomalies.py, README "Gold"); live alerts are
+gold.live_alerts. When the lake was made by the generator, its manifests list
+the injected promotion and outage days, shown here beside what was found.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import streamlit as st
 
 from pages import _ui as ui
 from pipeline import read
+from pipeline.live import health
 
 ui.page_guard()
 st.title("Anomalies")
@@ -23,19 +26,31 @@ with daily_tab:
         ui.empty_lake("revenue anomalies")
     else:
         flagged = anomalies[anomalies["is_anomaly"]]
-        m1, m2, m3 = st.columns(3)
+        injected = read.injected_anomalies(read.landing_manifests())
+        versus = read.injected_vs_found(anomalies, injected)
+        m1, m2, m3, m4 = st.columns(4)
         m1.metric("Days", ui.count(len(anomalies)), border=True)
         m2.metric("Anomalous days", ui.count(len(flagged)), border=True)
         m3.metric(
             "Spikes / drops",
-            f"{(flagged['direction'] == 'spike').sum()} / {(flagged['direction'] == 'drop').sum()}",
+            f"{ui.count((flagged['direction'] == 'spike').sum())} / "
+            f"{ui.count((flagged['direction'] == 'drop').sum())}",
             border=True,
+        )
+        m4.metric(
+            "Injected days found",
+            f"{ui.count(versus['found'].sum())} / {ui.count(versus['scored'].sum())}"
+            if not versus.empty
+            else "—",
+            border=True,
+            help="Promotion and outage days the generator injected (its manifests) that were "
+            "flagged in their direction, out of those with a band.",
         )
         fig = go.Figure()
         fig.add_trace(
             go.Scatter(
                 x=anomalies["order_date"],
-                y=anomalies["upper"],
+                y=anomalies["upper_bound"],
                 mode="lines",
                 line={"width": 0},
                 showlegend=False,
@@ -45,21 +60,21 @@ with daily_tab:
         fig.add_trace(
             go.Scatter(
                 x=anomalies["order_date"],
-                y=anomalies["lower"],
+                y=anomalies["lower_bound"],
                 mode="lines",
                 line={"width": 0},
                 fill="tonexty",
                 fillcolor="rgba(15,118,110,0.15)",
-                name="baseline ± 3 std",
+                name="normal band",
             )
         )
         fig.add_trace(
             go.Scatter(
                 x=anomalies["order_date"],
-                y=anomalies["baseline_mean"],
+                y=anomalies["expected_revenue"],
                 mode="lines",
                 line={"dash": "dot", "color": "#64748b"},
-                name="baseline mean",
+                name="expected",
             )
         )
         fig.add_trace(
@@ -80,35 +95,62 @@ with daily_tab:
                 text=flagged["direction"],
             )
         )
-        fig.update_layout(title="Daily net revenue and its baseline band", hovermode="x")
+        if not versus.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=versus["order_date"],
+                    y=versus["net_revenue"],
+                    mode="markers",
+                    marker={"size": 15, "color": "rgba(0,0,0,0)", "line": {"width": 2}},
+                    name="injected",
+                    text=versus["kind"],
+                )
+            )
+        fig.update_layout(title="Daily net revenue and its normal band", hovermode="x")
+        ui.money_axis(fig)
         ui.chart(fig, key="band")
         st.caption(
-            "Baseline = mean and sample standard deviation of the 28 days before each day; "
-            "no band until 28 days exist. A day is anomalous when |z| >= 3."
+            "Expected = the median of the same weekday over the previous 8 weeks, moved by the "
+            "last 14 days' level; the band is ±3.5 robust standard deviations of the last 56 "
+            "days on a log scale (multiplicative: a fall to 40 % is as far out as a rise to "
+            "250 %). No band in the first weeks, while history is too short."
         )
         st.subheader("Anomalous days")
         if flagged.empty:
             st.success("No anomalous day.")
         else:
-            st.dataframe(
+            ui.show_table(
                 flagged[
                     [
                         "order_date",
                         "net_revenue",
-                        "baseline_mean",
-                        "baseline_std",
-                        "z_score",
+                        "expected_revenue",
+                        "lower_bound",
+                        "upper_bound",
+                        "score",
                         "direction",
                     ]
                 ].sort_values("order_date", ascending=False),
-                hide_index=True,
-                width="stretch",
-                column_config={
-                    "order_date": st.column_config.DateColumn("day", format="YYYY-MM-DD"),
-                    "z_score": st.column_config.NumberColumn("z-score", format="%.2f"),
-                    "baseline_mean": st.column_config.NumberColumn("baseline", format="%.2f"),
-                    "baseline_std": st.column_config.NumberColumn("std", format="%.2f"),
-                },
+                money_cols=("net_revenue", "expected_revenue", "lower_bound", "upper_bound"),
+                date_cols=("order_date",),
+                config={"score": st.column_config.NumberColumn("Score", format="%.1f")},
+            )
+        if not versus.empty:
+            st.subheader("Injected vs found")
+            st.caption(
+                "Days the generator injected (landing/_manifests): a promotion multiplies the "
+                "day's orders, an outage cuts them. Found = flagged in that direction."
+            )
+            ui.show_table(
+                versus[["order_date", "kind", "direction", "net_revenue", "expected_revenue"]]
+                .assign(
+                    found=versus["found"]
+                    .map({True: "yes", False: "no"})
+                    .where(versus["scored"], "no band yet")
+                )
+                .sort_values("order_date"),
+                money_cols=("net_revenue", "expected_revenue"),
+                date_cols=("order_date",),
             )
 
 
@@ -117,7 +159,17 @@ def live_alerts() -> None:
     """Redrawn on its own every 15 s while the stream may be adding alerts."""
     alerts = ui.table("gold", "live_alerts")
     if alerts.empty:
-        st.info("No live alert: start the stream on the Live page to watch 1-minute windows.")
+        live = health.live_status(check_broker=False)
+        if live.running:
+            st.info(
+                "No live alert yet: the stream is running and no 1-minute window has left "
+                "its baseline."
+            )
+        else:
+            st.info(
+                f"No live alert: {live.headline.lower()}. Start it on the Live page to "
+                "watch 1-minute windows."
+            )
         st.page_link(ui.PAGES["live"], label="Live page", icon=":material/sensors:")
     else:
         alerts = alerts.sort_values("window_start")

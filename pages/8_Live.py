@@ -1,19 +1,26 @@
 """Live: the order event stream, minute by minute.
 
 Thin by design: controls call pipeline.live (broker, producer, stream) and the
-live panel draws pipeline.live.stream.dashboard_snapshot(), which reads the
-small live Gold tables with delta-rs, not Spark. Only the panel reruns on its
-timer (st.fragment), so the controls keep their state.
+live panel reads gold.live_sales_minute and gold.live_alerts through the
+checked reader every page uses (pipeline.read via pages/_ui.py, cached per
+Delta version, delta-rs, not Spark), ordered by pipeline.live.dashboard. Only
+the panel reruns on its timer (st.fragment), so the controls keep their state.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages import _ui as ui
+from pipeline import read
 from pipeline.config import settings
-from pipeline.live import broker, producer, stream
+from pipeline.live import broker, dashboard, health, producer, stream
 
 REFRESH_SECONDS = 3
 
@@ -40,6 +47,7 @@ notice = st.session_state.pop("live_notice", None)
 if notice:
     (st.success if notice[0] == "success" else st.error)(ui.plain(notice[1]))
 
+state = health.live_status(check_broker=False)
 broker_col, producer_col, query_col = st.columns(3)
 
 with broker_col:
@@ -65,10 +73,17 @@ with producer_col:
     malformed = st.slider("Malformed share", 0.0, 0.5, 0.05, 0.01, key="live_malformed")
     duplicates = st.slider("Duplicate share", 0.0, 0.5, 0.05, 0.01, key="live_duplicates")
     running = producer.background()
+    elsewhere = [p for p in state.producers if p.get("pid") != os.getpid()]
     if running is not None and running.running:
         if st.button("Stop producer", key="live_producer_stop"):
             _run(producer.stop_background, "Producer stopped")
             st.rerun()
+    elif elsewhere:
+        st.info(
+            f"A producer runs in another process (pid {elsewhere[0].get('pid')}, "
+            "the command line): stop it there.",
+            icon=":material/info:",
+        )
     elif st.button("Start producer", key="live_producer_start"):
         _run(
             lambda: producer.start_background(
@@ -87,7 +102,14 @@ with query_col:
         horizontal=True,
         key="live_query_source",
     )
-    if stream.status(with_lag=False)["active"]:
+    query_beat = state.query
+    if query_beat is not None and query_beat.get("pid") != os.getpid():
+        st.info(
+            f"The query runs in another process (pid {query_beat.get('pid')}, the command "
+            "line): stop it there.",
+            icon=":material/info:",
+        )
+    elif stream.status(with_lag=False)["active"]:
         if st.button("Stop query", key="live_query_stop"):
             with st.spinner("Stopping after the batch in flight..."):
                 _run(stream.stop, "Query stopped")
@@ -101,59 +123,107 @@ with query_col:
         st.rerun()
 
 
-def _minute_chart(minutes):
+def _minute_chart(minutes: pd.DataFrame, current: dt.datetime) -> go.Figure:
+    """Net revenue bars and orders per minute; the minute in progress is drawn as partial."""
     recent = minutes.tail(60)
+    partial = recent["window_start"] >= pd.Timestamp(current)
+    done, now_part = recent[~partial], recent[partial]
     figure = make_subplots(specs=[[{"secondary_y": True}]])
+    width = 0.8 * 60_000  # ms: a one-bar trace would otherwise be drawn a pixel wide
     figure.add_bar(
-        x=recent["window_start"], y=recent["net_revenue"].astype(float), name="Net revenue"
+        x=done["window_start"] + pd.Timedelta(seconds=30),
+        y=done["net_revenue"].astype(float),
+        width=width,
+        name="Net revenue",
+        marker_color="#0f766e",
+    )
+    figure.add_bar(
+        x=now_part["window_start"] + pd.Timedelta(seconds=30),
+        y=now_part["net_revenue"].astype(float),
+        width=width,
+        name="Net revenue, minute in progress (partial)",
+        marker={"color": "rgba(15,118,110,0.35)", "pattern": {"shape": "/"}},
     )
     figure.add_scatter(
-        x=recent["window_start"],
-        y=recent["orders"],
+        x=done["window_start"] + pd.Timedelta(seconds=30),
+        y=done["orders"],
         name="Orders",
         mode="lines+markers",
+        line={"color": "#f59e0b"},
         secondary_y=True,
     )
-    figure.update_layout(title="Per minute (last hour)", height=340, legend_orientation="h")
-    figure.update_yaxes(title_text="Net revenue", secondary_y=False)
-    figure.update_yaxes(title_text="Orders", secondary_y=True)
+    if len(now_part):
+        figure.add_scatter(
+            x=now_part["window_start"] + pd.Timedelta(seconds=30),
+            y=now_part["orders"],
+            name="Orders, minute in progress (partial)",
+            mode="markers",
+            marker={"color": "#f59e0b", "symbol": "circle-open", "size": 10},
+            secondary_y=True,
+        )
+    figure.update_layout(
+        title="Per minute, last hour (UTC)", height=360, legend_orientation="h", barmode="overlay"
+    )
+    ui.money_axis(figure, title="Net revenue", secondary_y=False)
+    ui.count_axis(figure, secondary_y=True, top=float(recent["orders"].max()), title="Orders")
+    figure.update_xaxes(hoverformat="%H:%M")
     return figure
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def live_panel() -> None:
-    snapshot = stream.dashboard_snapshot()
-    minute, hour = snapshot["last_minute"], snapshot["last_hour"]
-    k1, k2, k3, k4, k5 = st.columns(5)
-    k1.metric("Orders, last minute", minute["orders"])
-    k2.metric("Revenue, last minute", ui.money(minute["net_revenue"]))
-    k3.metric("Orders, last hour", hour["orders"])
-    k4.metric("Revenue, last hour", ui.money(hour["net_revenue"]))
-    k5.metric("Avg order value, last hour", ui.money(hour["avg_order_value"]))
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    minutes = dashboard.minutes_view(ui.table("gold", "live_sales_minute"))
+    alerts = dashboard.alerts_view(ui.table("gold", "live_alerts"))
+    kpis = read.live_kpis(minutes, now)
+    recent, hour, n = kpis["recent"], kpis["hour"], kpis["window_minutes"]
+    row1, row2 = st.columns(3), st.columns(3)
+    row1[0].metric(f"Orders, last {n} min", ui.count(recent["orders"]), border=True)
+    row1[1].metric(f"Revenue, last {n} min", ui.money(recent["net_revenue"]), border=True)
+    row1[2].metric(
+        f"Avg order value, last {n} min", ui.money(recent["avg_order_value"]), border=True
+    )
+    row2[0].metric("Orders, last hour", ui.count(hour["orders"]), border=True)
+    row2[1].metric("Revenue, last hour", ui.money(hour["net_revenue"]), border=True)
+    row2[2].metric("Avg order value, last hour", ui.money(hour["avg_order_value"]), border=True)
+    st.caption(
+        f"Rolling windows: the minute in progress (partial) and the {n - 1} minutes before it; "
+        "the hour likewise. Event time, UTC; revenue-bearing orders only."
+    )
 
-    minutes = snapshot["minutes"]
     if len(minutes):
-        ui.chart(_minute_chart(minutes), key="live_minutes_chart")
+        ui.chart(_minute_chart(minutes, kpis["current_minute"]), key="live_minutes_chart")
     else:
         st.info("No live minutes yet: start the broker, the producer and the query.")
 
     st.subheader("Alerts")
-    alerts = snapshot["alerts"]
     if len(alerts):
-        st.dataframe(alerts.head(50), hide_index=True)
+        ui.show_table(
+            alerts.head(50),
+            config={
+                "window_start": st.column_config.DatetimeColumn(
+                    "Window start (UTC)", format="YYYY-MM-DD HH:mm"
+                ),
+                "z_score": st.column_config.NumberColumn("Z-score", format="%.2f"),
+                "value": st.column_config.NumberColumn("Value", format="%,.2f"),
+                "baseline": st.column_config.NumberColumn("Baseline", format="%,.2f"),
+            },
+        )
     else:
         st.write("No alerts.")
 
     st.subheader("System health")
-    health = broker.status(timeout=1.5)
+    live = health.live_status(broker_timeout=1.5)
     query = stream.status()
-    h1, h2, h3, h4 = st.columns(4)
-    h1.metric("Broker", "up" if health.healthy else "down")
-    h2.metric("Query", "active" if query["active"] else "stopped")
+    h1, h2, h3, h4, h5 = st.columns(5)
+    h1.metric("Broker", live.broker)
+    h2.metric("Producer", "running" if live.producing else "stopped")
+    h3.metric("Query", live.state)
     lag = query["consumer_lag"]
-    h3.metric("Consumer lag (offsets)", "–" if lag is None else lag)
+    h4.metric("Consumer lag (offsets)", ui.count(lag))
     age = query["last_batch_age_seconds"]
-    h4.metric("Last batch age", "–" if age is None else f"{age:.0f}s")
+    h5.metric("Last batch", "—" if age is None else f"{age:.0f} s ago")
+    st.caption(f"{live.headline}: {ui.plain(live.detail())}.")
     if query["error"]:
         st.warning(f"Last query error: {ui.plain(query['error'])}")
     live_producer = producer.background()

@@ -24,9 +24,9 @@ import plotly.graph_objects as go
 import pyarrow as pa
 import streamlit as st
 
-from pipeline import app_state, read
+from pipeline import app_state, formats, read
 from pipeline.config import settings
-from pipeline.ui_progress import SparkWatch, stage_rows
+from pipeline.ui_progress import SparkWatch, run_view, stage_rows, step_history
 
 PAGES = {
     "home": "pages/1_Overview.py",
@@ -168,16 +168,12 @@ def plain(value: object) -> str:
     return _MARKDOWN.sub(r"\\\1", str(value))
 
 
-def money(value: float | None) -> str:
-    return "—" if value is None or pd.isna(value) else f"{value:,.2f}"
-
-
-def count(value: float | None) -> str:
-    return "—" if value is None or pd.isna(value) else f"{int(value):,}"
-
-
-def pct(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None or pd.isna(value) else f"{value * 100:.{digits}f}%"
+money = formats.money
+count = formats.count
+pct = formats.pct
+date = formats.date
+segment = formats.segment
+label = formats.label
 
 
 def ago(moment: dt.datetime | None) -> str:
@@ -201,6 +197,60 @@ def chart(fig: go.Figure, key: str | None = None) -> None:
     """
     fig.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10})
     st.plotly_chart(fig, width="stretch", config=PLOTLY_CONFIG, key=key)
+
+
+def money_axis(
+    fig: go.Figure, axis: str = "y", title: str | None = None, secondary_y: bool | None = None
+) -> None:
+    """A money axis: the currency symbol, thousands separators, starting at 0."""
+    options: dict[str, Any] = {
+        "tickprefix": formats.currency_symbol(),
+        "tickformat": ",.0f",
+        "hoverformat": ",.2f",
+        "rangemode": "tozero",
+    }
+    if title is not None:
+        options["title_text"] = title
+    _axis(fig, axis, secondary_y, options)
+
+
+def count_axis(
+    fig: go.Figure,
+    axis: str = "y",
+    secondary_y: bool | None = None,
+    top: float | None = None,
+    title: str | None = None,
+) -> None:
+    """A count axis: whole numbers with thousands separators, starting at 0.
+
+    With `top` (the largest value) the ticks are whole steps (1, 2, 5, 10 ...):
+    a count axis never shows 2.5 orders, nor "2, 2, 3" from rounded ticks.
+    """
+    options: dict[str, Any] = {"tickformat": ",d", "rangemode": "tozero"}
+    if top is not None and top > 0:
+        options["dtick"] = _whole_step(float(top) / 5)
+    if title is not None:
+        options["title_text"] = title
+    _axis(fig, axis, secondary_y, options)
+
+
+def _whole_step(rough: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50 ... that is at least `rough`."""
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            if magnitude * factor >= rough:
+                return magnitude * factor
+        magnitude *= 10
+
+
+def _axis(fig: go.Figure, axis: str, secondary_y: bool | None, options: dict[str, Any]) -> None:
+    if axis == "x":
+        fig.update_xaxes(**options)
+    elif secondary_y is None:
+        fig.update_yaxes(**options)
+    else:
+        fig.update_yaxes(secondary_y=secondary_y, **options)
 
 
 def bars(
@@ -240,8 +290,53 @@ def empty_lake(what: str) -> None:
     right.page_link(PAGES["pipeline"], label="Run the pipeline", icon=":material/play_arrow:")
 
 
-def csv_bytes(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode("utf-8")
+csv_bytes = formats.csv_bytes
+
+
+def money_column(title: str) -> Any:
+    """A table column of money in the configured currency, with thousands separators."""
+    return st.column_config.NumberColumn(title, format=formats.money_format())
+
+
+def count_column(title: str) -> Any:
+    return st.column_config.NumberColumn(title, format="%,d")
+
+
+def date_column(title: str) -> Any:
+    return st.column_config.DateColumn(title, format="YYYY-MM-DD")
+
+
+def show_table(
+    frame: pd.DataFrame,
+    money_cols: Sequence[str] = (),
+    count_cols: Sequence[str] = (),
+    pct_cols: Sequence[str] = (),
+    date_cols: Sequence[str] = (),
+    segment_cols: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """st.dataframe with readable headers and formats: every table of the pages goes here.
+
+    Money in the currency with separators, counts with separators, dates
+    without a time, segment names as words, an em dash for a missing value.
+    """
+    texts = {c: formats.money for c in money_cols} | {c: formats.pct for c in pct_cols}
+    texts |= {c: formats.count for c in count_cols}
+    shown = formats.display_frame(frame, dates=date_cols, segments=segment_cols, formats=texts)
+    column_config: dict[str, Any] = {c: formats.label(c) for c in shown.columns}
+    for c in shown.columns:
+        numeric = pd.api.types.is_numeric_dtype(shown[c])
+        if c in money_cols and numeric:
+            column_config[c] = money_column(formats.label(c))
+        elif c in pct_cols and numeric:
+            column_config[c] = st.column_config.NumberColumn(formats.label(c), format="percent")
+        elif numeric and (c in count_cols or pd.api.types.is_integer_dtype(shown[c])):
+            column_config[c] = count_column(formats.label(c))
+    column_config.update(config or {})
+    kwargs.setdefault("hide_index", True)
+    kwargs.setdefault("width", "stretch")
+    st.dataframe(shown, column_config=column_config, **kwargs)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -255,34 +350,70 @@ def start_job(kind: str, label: str, work: Callable[[app_state.Job], Any]) -> ap
         return None
 
 
-def follow(job: app_state.Job, watch: SparkWatch | None = None, poll: float = 0.5) -> None:
+def follow(
+    job: app_state.Job,
+    watch: SparkWatch | None = None,
+    poll: float = 0.5,
+    steps: Sequence[str] | None = None,
+    runs: pd.DataFrame | None = None,
+) -> None:
     """Draw the job's progress until it ends (the script waits here, the job runs elsewhere).
 
-    If the user leaves the page, Streamlit stops this loop, not the job; on return
-    the page finds the running job and follows it again. When it ends, cached
-    reads are dropped and the page reruns to show the new data.
+    For a pipeline run (`steps` given) the box says which steps run now, how
+    many are done, the overall percentage, the time elapsed and an estimate
+    from the previous runs' step durations (`runs` = gold.pipeline_runs);
+    Spark's stages and tasks are folded under an expander. Call it last on a
+    page (into a container placed above) so everything else stays visible.
+    If the user leaves the page, Streamlit stops this loop, not the job; on
+    return the page finds the running job and follows it again. When it ends,
+    cached reads are dropped and the page reruns to show the new data.
     """
-    with st.status(f"{job.label} ...", expanded=True) as box:
-        url = watch.ui_url() if watch is not None and watch.available else None
-        if url:
-            st.caption(f"Stages and tasks below; full detail in the [Spark UI]({url}).")
-        bar = st.progress(0.0, text=job.message)
-        spark_bar = st.empty()
-        stages = st.empty()
-        while job.running:
-            _draw(job, bar, spark_bar, stages, watch)
+    expected, concurrency = step_history(runs) if steps else ({}, 1.0)
+    with st.container(border=True):
+        st.markdown(f"**{plain(job.label)}**")
+        bar = st.progress(0.0, text=plain(job.message))
+        table = st.empty()
+        spark_bar = spark_stages = None
+        if watch is not None and watch.available:
+            with st.expander("Spark detail: stages and tasks", expanded=False):
+                url = watch.ui_url()
+                if url:
+                    st.caption(f"Full detail in the [Spark UI]({url}).")
+                spark_bar, spark_stages = st.empty(), st.empty()
+        while True:
+            finished = not job.running
+            if steps:
+                view = run_view(
+                    list(steps),
+                    list(job.events),
+                    job.started_at,
+                    time.time(),
+                    expected,
+                    concurrency,
+                    finished,
+                )
+                bar.progress(view.fraction, text=plain(view.headline()))
+                table.dataframe(
+                    formats.display_frame(pd.DataFrame(view.rows(expected))),
+                    hide_index=True,
+                    width="stretch",
+                )
+            else:
+                bar.progress(
+                    job.fraction,
+                    text=f"{plain(job.message)} · {job.fraction * 100:.0f} % · "
+                    f"{formats.duration(job.elapsed)} elapsed",
+                )
+            if spark_bar is not None and spark_stages is not None:
+                _draw_spark(watch, spark_bar, spark_stages)
+            if finished:
+                break
             time.sleep(poll)
-        _draw(job, bar, spark_bar, stages, watch)
-        state = "error" if _failed(job) else "complete"
-        box.update(label=f"{job.label}: finished in {job.elapsed:.1f} s", state=state)
     refresh()
     st.rerun()
 
 
-def _draw(job: app_state.Job, bar: Any, spark_bar: Any, stages: Any, watch: Any) -> None:
-    bar.progress(job.fraction, text=f"{plain(job.message)} · {job.elapsed:.0f} s")
-    if watch is None or not watch.available:
-        return
+def _draw_spark(watch: Any, spark_bar: Any, stages: Any) -> None:
     rows = stage_rows(watch.poll())
     totals = watch.totals()
     if totals["tasks"]:
@@ -290,16 +421,10 @@ def _draw(job: app_state.Job, bar: Any, spark_bar: Any, stages: Any, watch: Any)
         spark_bar.progress(
             min(frac, 1.0),
             text=(
-                f"Spark: {totals['stages_done']}/{totals['stages']} stages, "
-                f"{totals['tasks_done']}/{totals['tasks']} tasks done, "
-                f"{totals['tasks_active']} running, {totals['tasks_failed']} failed"
+                f"Spark: {totals['stages_done']:,}/{totals['stages']:,} stages, "
+                f"{totals['tasks_done']:,}/{totals['tasks']:,} tasks done, "
+                f"{totals['tasks_active']:,} running, {totals['tasks_failed']:,} failed"
             ),
         )
     if rows:
         stages.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-
-
-def _failed(job: app_state.Job) -> bool:
-    if job.error:
-        return True
-    return getattr(job.result, "status", "succeeded") == "failed"

@@ -50,6 +50,10 @@ class Job:
     fraction: float = 0.0
     result: Any = None
     error: str | None = None
+    # every (time, message, fraction) reported: steps may run concurrently, so the page
+    # replays them all instead of reading only the latest message
+    events: list[tuple[float, str, float]] = field(default_factory=list, repr=False)
+    meta: dict[str, Any] = field(default_factory=dict)  # what the page knows (e.g. the steps)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
@@ -67,6 +71,7 @@ class Job:
             self.fraction = min(max(float(fraction), 0.0), 1.0)
         except (TypeError, ValueError):
             pass
+        self.events.append((time.time(), self.message, self.fraction))  # atomic under the GIL
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job ends; True when it did."""

@@ -1,4 +1,4 @@
-"""`python -m pipeline ...`: the same verbs the pages use (DESIGN.md section 8)."""
+"""`python -m pipeline ...`: the same verbs the pages use (docs/contract.md §1)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         defect_rate=args.defect_rate,
         append=args.append,
         progress=_progress,
+        promotions=args.promotions,
+        outages=args.outages,
     )
     rows = {}
     for m in manifests:
@@ -80,6 +82,31 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return print_report(as_json=args.json)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pipeline.imports import import_file
+
+    report = import_file(args.file, args.mapping, batch=args.batch, progress=_progress)
+    conflicts = ", ".join(
+        f"{source} {c['keys']:,}" for source, c in report.conflicts.items() if c.get("keys")
+    )
+    print(f"encoding {report.encoding or 'xlsx'}, delimiter {report.delimiter!r}")
+    if conflicts:
+        print(f"conflicting lines (the later line wins): {conflicts}")
+    if report.unmapped_columns:
+        print(f"unmapped columns: {', '.join(report.unmapped_columns)}")
+    if report.missing_columns:
+        print(f"mapped columns not in the file (left blank): {', '.join(report.missing_columns)}")
+    for field, n in report.dates_not_matching_format.items():
+        print(f"{field}: {n:,} values did not match the date format (passed on as written)")
+    if report.inexact_amounts:
+        print(f"{report.inexact_amounts:,} line totals not reproducible to the cent")
+    for reason, n in report.rejected_by_reason.items():
+        print(f"rejected ({reason}): {n:,}")
+    print(f"report: {report.report_file}")
+    print(report.summary())
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import main as bench_main
 
@@ -96,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--defect-rate", type=float, default=0.02, help="share of each defect, 0..1")
     gen.add_argument("--append", action="store_true", help="add one batch after the existing ones")
+    gen.add_argument(
+        "--promotions",
+        type=int,
+        default=None,
+        help="labelled promotion days (revenue spikes); default: 5 in a new lake, 0 on append",
+    )
+    gen.add_argument(
+        "--outages",
+        type=int,
+        default=None,
+        help="labelled outage days (revenue drops); default: 2 in a new lake, 0 on append",
+    )
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run a layer of the pipeline, or all")
@@ -110,6 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     quality = sub.add_parser("quality", help="print the latest quality report")
     quality.add_argument("--json", action="store_true", help="machine-readable output")
     quality.set_defaults(func=cmd_quality)
+
+    imp = sub.add_parser(
+        "import",
+        help="import a flat line-level export (CSV or .xlsx) as one landing batch",
+        description="Split a flat export (one row per order line) into the four landing "
+        "files of one batch, by a mapping file or a preset (README 'Bring your own data').",
+    )
+    imp.add_argument("file", help="the export: .csv (any common delimiter/encoding) or .xlsx")
+    imp.add_argument(
+        "--mapping",
+        required=True,
+        help="a mapping file (TOML) or a preset: generic, shopify",
+    )
+    imp.add_argument("--batch", help="the batch name (default: the next batch-NNNNNN_import)")
+    imp.set_defaults(func=cmd_import)
 
     bench = sub.add_parser("bench", help="run the benchmarks (bench/results/latest.json)")
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import jvm
+from pipeline.config import spark_settings
 from pipeline.spark import _base_config
 
 LOCALHOST = "127.0.0.1"
@@ -303,7 +304,7 @@ def connect_server_conf(port: int) -> dict[str, str]:
     """What the Connect server needs: Delta's extension and catalog, and where to listen."""
     conf = {
         k: v
-        for k, v in _base_config(int(os.environ.get("SHOPLAKE_SHUFFLE_PARTITIONS", "4"))).items()
+        for k, v in _base_config(spark_settings().partitions(local=True)).items()
         if not k.startswith(("spark.ui.", "spark.driver.extraJavaOptions"))
     }
     conf.update(

@@ -1,4 +1,4 @@
-"""The landing-zone contract of DESIGN.md section 2: sources, formats, columns, keys."""
+"""The landing-zone contract of docs/contract.md §2: sources, formats, columns, keys."""
 
 from __future__ import annotations
 

@@ -67,6 +67,8 @@ def generate_demo(
     rates: dict[str, float] | None = None,
     append: bool = False,
     progress: Callable[[str, float], None] | None = None,
+    promotions: int | None = None,
+    outages: int | None = None,
 ) -> list[dict]:
     from pipeline.sources.contract import MANIFEST_DIR, STATE_DIR
     from pipeline.sources.generate import generate
@@ -79,6 +81,8 @@ def generate_demo(
         rates=rates,
         append=append,
         progress=progress,
+        promotions=promotions,
+        outages=outages,
     )
     lake = settings().lake
     with run_lock():

@@ -125,6 +125,20 @@ def fetch(group: str, quiet: bool = True) -> Path:
     return target
 
 
+def class_archive() -> Path | None:
+    """The class-data-sharing archive for this JVM and pyspark, if one has been built."""
+    path = _archive_path()
+    return path if path.exists() else None
+
+
+def _archive_path() -> Path:
+    import pyspark
+
+    java_home = os.environ.get("JAVA_HOME") or str(Path(shutil.which("java") or "java").resolve())
+    key = re.sub(r"[^A-Za-z0-9]+", "-", f"{java_home}-{pyspark.__version__}")[-80:]
+    return CACHE_DIR / "jvm" / f"classes-{key}.jsa"
+
+
 def jars(group: str) -> list[str]:
     return sorted(str(p) for p in jar_dir(group).glob("*.jar"))
 

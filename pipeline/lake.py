@@ -6,12 +6,55 @@ a step, never half of it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline.config import settings
+
+# Which step the current thread works for (set by pipeline.runner), and the Delta
+# commits each step made: the bench reports them, since a run's floor is its commits.
+current_step: contextvars.ContextVar[str] = contextvars.ContextVar("current_step", default="")
+commits: Counter[str] = Counter()
+_commits_lock = threading.Lock()
+_table_locks: dict[str, threading.Lock] = {}
+_table_locks_guard = threading.Lock()
+
+
+@contextmanager
+def table_lock(layer: str, table: str) -> Iterator[None]:
+    """Serialise this process's writes to one table, and count the commit.
+
+    Independent steps run in threads (pipeline.runner) and some share a table
+    (every Silver step writes its own part of silver.quarantine; the state and
+    log tables take rows from several steps). Delta would let most of these
+    commits race and retry; a lock per table makes them simply take turns, and
+    a write that reads the table first (``sync``'s checksum, a MERGE) reads the
+    version it commits on.
+    """
+    location = path(layer, table)
+    with _table_locks_guard:
+        lock = _table_locks.setdefault(location, threading.Lock())
+    with lock:
+        yield
+
+
+def count_commit() -> None:
+    with _commits_lock:
+        commits[current_step.get() or "-"] += 1
+
+
+@contextmanager
+def writing(layer: str, table: str) -> Iterator[None]:
+    """One commit to the table, under its lock (``table_lock``)."""
+    with table_lock(layer, table):
+        yield
+    count_commit()
 
 
 class CorruptTableError(RuntimeError):
@@ -50,14 +93,108 @@ def overwrite(df: DataFrame, layer: str, table: str, partition_by: Sequence[str]
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    writer.save(path(layer, table))
+    with writing(layer, table):
+        writer.save(path(layer, table))
 
 
 def append(df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()) -> None:
     writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    writer.save(path(layer, table))
+    with writing(layer, table):
+        writer.save(path(layer, table))
+
+
+def latest_version(spark: SparkSession, layer: str, table: str) -> int | None:
+    """The table's newest Delta version; a local table's read from its log by delta-rs."""
+    from deltalake import DeltaTable as RustTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from pipeline import storage
+
+    local = storage.local_path(path(layer, table))
+    if local is None:
+        return version(spark, layer, table)
+    try:
+        return int(RustTable(str(local)).version())
+    except TableNotFoundError:
+        return None
+
+
+def _rust_table(layer: str, table: str):
+    """The table opened by delta-rs when it is local and exists, else None."""
+    from deltalake import DeltaTable as RustTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from pipeline import storage
+
+    local = storage.local_path(path(layer, table))
+    if local is None:
+        return None
+    try:
+        return RustTable(str(local))
+    except TableNotFoundError:
+        return None
+
+
+def file_stats(layer: str, table: str):
+    """The table's data files with their statistics (delta-rs add actions), or None.
+
+    Reading them costs a log replay in Rust, no Spark job: what a step needs to
+    know about a small bookkeeping question (how many rows, which source files)
+    is often already there. None for a remote root, a missing table, or one
+    with deletion vectors (the statistics then count deleted rows too).
+    """
+    rust = _rust_table(layer, table)
+    if rust is None or rust.metadata().configuration.get(DELETION_VECTORS) == "true":
+        return None
+    import pyarrow as pa
+
+    return pa.table(rust.get_add_actions(flatten=True))  # delta-rs gives an arro3 table
+
+
+def distinct_values(spark: SparkSession, layer: str, table: str, column: str) -> set[str]:
+    """The distinct values of a string column, from the file statistics when every file
+    holds one value (Bronze: a data file never mixes landing files), else by Spark."""
+    stats = file_stats(layer, table)
+    if stats is not None and {f"min.{column}", f"max.{column}"} <= set(stats.column_names):
+        lows = stats.column(f"min.{column}").to_pylist()
+        highs = stats.column(f"max.{column}").to_pylist()
+        # string statistics are cut at 32 characters: only a short value is exact
+        if all(
+            lo is not None and lo == hi and len(lo) < 32 for lo, hi in zip(lows, highs, strict=True)
+        ):
+            return set(lows)
+    df = read(spark, layer, table).select(column).distinct()
+    return {r[0] for r in df.collect()}
+
+
+def rows(
+    spark: SparkSession, layer: str, table: str, columns: Sequence[str], where: tuple[str, str]
+) -> list[dict]:
+    """The rows of a small table where ``column == value``: by delta-rs when local."""
+    from pyspark.sql import functions as F
+
+    column, value = where
+    rust = _rust_table(layer, table)
+    if rust is not None:
+        present = [c for c in columns if c in rust.schema().to_arrow().names]
+        found = rust.to_pyarrow_table(columns=present, filters=[(column, "=", value)])
+        return [{c: r.get(c) for c in columns} for r in found.to_pylist()]
+    df = read(spark, layer, table)
+    present = [c for c in columns if c in df.columns]
+    selected = df.filter(F.col(column) == value).select(*present)
+    return [{c: r.asDict().get(c) for c in columns} for r in selected.collect()]
+
+
+def row_count(spark: SparkSession, layer: str, table: str) -> int:
+    """Rows in the table: a local table's from the record counts in its log (no Spark job)."""
+    stats = file_stats(layer, table)
+    if stats is not None:
+        counts = stats.column("num_records").to_pylist()
+        if all(n is not None for n in counts):
+            return int(sum(counts))
+    return read(spark, layer, table).count()
 
 
 def version(spark: SparkSession, layer: str, table: str) -> int | None:
@@ -73,8 +210,12 @@ def sync(
     keys: Sequence[str],
     scope: str | None = None,
     partition_by: Sequence[str] = (),
+    compare: bool = True,
 ) -> bool:
     """Make the table (or the part ``scope`` selects) equal ``df``; True when it wrote.
+
+    ``compare=False`` skips the checksum when the caller knows the rows changed
+    (two aggregation jobs saved).
 
     Rows carry ``_row_hash``. When the target already holds the same rows (an
     order-independent checksum of the hashes agrees) nothing is written, so a
@@ -84,6 +225,21 @@ def sync(
     MERGE would add a join and a second scan. ``keys`` must be unique in
     ``df``; large tables that change a little use ``upsert`` instead.
     """
+    with table_lock(layer, table):
+        wrote = _sync(df, layer, table, scope, partition_by, compare)
+    if wrote:
+        count_commit()
+    return wrote
+
+
+def _sync(
+    df: DataFrame,
+    layer: str,
+    table: str,
+    scope: str | None,
+    partition_by: Sequence[str],
+    compare: bool,
+) -> bool:
     from pyspark.sql import functions as F
 
     hashed = df.withColumn("_row_hash", F.xxhash64(*[F.col(c) for c in df.columns]))
@@ -96,7 +252,7 @@ def sync(
                 raise CorruptTableError(f"{layer}.{table} has an unexpected schema")
         else:
             mine = target.filter(F.expr(where)) if where else target
-            if _checksum(mine) == _checksum(hashed):
+            if compare and _checksum(mine) == _checksum(hashed):
                 return False
     writer = hashed.write.format("delta").mode("overwrite")
     if where and exists(spark, layer, table):
@@ -138,11 +294,23 @@ def use_deletion_vectors(spark: SparkSession, layer: str, table: str) -> None:
     delta-rs also deletes from (``pipeline.demo``).
     """
     location = path(layer, table)
-    properties = DeltaTable.forPath(spark, location).detail().first()["properties"] or {}
-    if properties.get(DELETION_VECTORS) == "true":
+    if _table_properties(spark, location).get(DELETION_VECTORS) == "true":
         return
     quoted = location.replace("`", "``")
-    spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{DELETION_VECTORS}' = 'true')")
+    with writing(layer, table):
+        spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{DELETION_VECTORS}' = 'true')")
+
+
+def _table_properties(spark: SparkSession, location: str) -> dict[str, str]:
+    """The table's properties; a local table's from its log by delta-rs, without a Spark job."""
+    from deltalake import DeltaTable as RustTable
+
+    from pipeline import storage
+
+    local = storage.local_path(location)
+    if local is not None:
+        return dict(RustTable(str(local)).metadata().configuration)
+    return DeltaTable.forPath(spark, location).detail().first()["properties"] or {}
 
 
 def upsert(
@@ -176,14 +344,17 @@ def upsert(
     if scope:
         on = f"({scope.replace('TARGET.', 't.')}) AND {on}"
     values = {f"`{c}`": f"s.`{c}`" for c in [*columns, "_row_hash"]}
-    (
-        target.alias("t")
-        .merge(hashed.alias("s"), on)
-        .whenMatchedDelete(condition=f"s.{DELETE}")
-        .whenMatchedUpdate(condition=f"NOT s.{DELETE} AND t._row_hash <> s._row_hash", set=values)
-        .whenNotMatchedInsert(condition=f"NOT s.{DELETE}", values=values)
-        .execute()
-    )
+    with writing(layer, table):
+        (
+            target.alias("t")
+            .merge(hashed.alias("s"), on)
+            .whenMatchedDelete(condition=f"s.{DELETE}")
+            .whenMatchedUpdate(
+                condition=f"NOT s.{DELETE} AND t._row_hash <> s._row_hash", set=values
+            )
+            .whenNotMatchedInsert(condition=f"NOT s.{DELETE}", values=values)
+            .execute()
+        )
 
 
 def replace_groups(df: DataFrame, layer: str, table: str, groups: DataFrame) -> None:
@@ -203,13 +374,14 @@ def replace_groups(df: DataFrame, layer: str, table: str, groups: DataFrame) -> 
     target = DeltaTable.forPath(df.sparkSession, path(layer, table))
     on = " AND ".join([f"s.{DELETE}", *[f"t.`{k}` <=> s.`{k}`" for k in keys]])
     values = {f"`{c}`": f"s.`{c}`" for c in df.columns}
-    (
-        target.alias("t")
-        .merge(changes.alias("s"), on)
-        .whenMatchedDelete()
-        .whenNotMatchedInsert(condition=f"NOT s.{DELETE}", values=values)
-        .execute()
-    )
+    with writing(layer, table):
+        (
+            target.alias("t")
+            .merge(changes.alias("s"), on)
+            .whenMatchedDelete()
+            .whenNotMatchedInsert(condition=f"NOT s.{DELETE}", values=values)
+            .execute()
+        )
 
 
 def rows_frame(spark: SparkSession, rows: Sequence[Sequence[object]], schema) -> DataFrame:

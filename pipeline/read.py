@@ -32,6 +32,7 @@ from pipeline import storage
 from pipeline.config import SOURCES, settings
 from pipeline.contract import BRONZE_META
 from pipeline.contract import SOURCES as SOURCE_CONTRACT
+from pipeline.quality import scores as quality_scores
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ LAYERS = ("bronze", "silver", "gold")
 _BRONZE_META = BRONZE_META[:4]
 _SOURCE_COLUMNS = {name: source.columns for name, source in SOURCE_CONTRACT.items()}
 
-# The contract's tables (DESIGN.md section 4) and the columns an empty read returns.
+# The contract's tables (docs/contract.md §4) and the columns an empty read returns.
 TABLES: dict[str, dict[str, tuple[str, ...]]] = {
     "bronze": {
         **{name: _SOURCE_COLUMNS[name] + _BRONZE_META for name in SOURCES},
@@ -120,9 +121,10 @@ TABLES: dict[str, dict[str, tuple[str, ...]]] = {
         "revenue_anomalies": (
             "order_date",
             "net_revenue",
-            "baseline_mean",
-            "baseline_std",
-            "z_score",
+            "expected_revenue",
+            "lower_bound",
+            "upper_bound",
+            "score",
             "is_anomaly",
             "direction",
         ),
@@ -381,6 +383,62 @@ def landing_files() -> dict[str, int]:
     return out
 
 
+def landing_manifests() -> list[dict[str, object]]:
+    """The generator's manifests of the landing zone (``_manifests/batch-*.json``), in order.
+
+    They say which settings made the lake's demo data and what each batch
+    holds; a lake without generated data (the user's own files) has none.
+    """
+    import json
+
+    folder = storage.join(settings().landing, "_manifests")
+    try:
+        files = storage.list_files(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for file in sorted(files, key=lambda f: str(f)):
+        if not str(file).rsplit("/", 1)[-1].startswith("batch-"):
+            continue
+        try:
+            with storage.open_binary(file) as handle:
+                out.append(json.loads(handle.read().decode("utf-8")))
+        except (OSError, ValueError):
+            continue  # a manifest being written or damaged: the others still describe the lake
+    return out
+
+
+def manifest_records(manifests: Sequence[dict[str, object]]) -> pd.DataFrame:
+    """Why N orders make more order records: records per source split by where they come from.
+
+    records = new keys + new versions of earlier keys (status updates, price
+    changes) + exact duplicates + extra defective records (missing keys,
+    unparseable or out-of-range values, malformed lines) that Silver
+    quarantines; all counts are the generator's own (its manifests).
+    """
+    cols = ["source", "records", "new", "new_versions", "exact_duplicates", "defective_extra"]
+    rows = []
+    for source in SOURCES:
+        total = new = versions = duplicates = 0
+        for m in manifests:
+            total += int((m.get("rows") or {}).get(source, 0))  # type: ignore[union-attr]
+            new += int((m.get("new_keys") or {}).get(source, 0))  # type: ignore[union-attr]
+            versions += int((m.get("updated_keys") or {}).get(source, 0))  # type: ignore[union-attr]
+            defects = (m.get("defects") or {}).get(source) or {}  # type: ignore[union-attr]
+            duplicates += int(defects.get("exact_duplicates", 0))
+        rows.append(
+            {
+                "source": source,
+                "records": total,
+                "new": new,
+                "new_versions": versions,
+                "exact_duplicates": duplicates,
+                "defective_extra": total - new - versions - duplicates,
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
+
+
 # --------------------------------------------------------------------------- runs, quality
 
 
@@ -418,7 +476,7 @@ def run_summary(runs: pd.DataFrame) -> pd.DataFrame:
 def step_reconciliation(runs: pd.DataFrame, run_id: str | None = None) -> pd.DataFrame:
     """Before/after of each step of a run (the latest when run_id is None).
 
-    A Silver step must account for every Bronze row (DESIGN.md section 3):
+    A Silver step must account for every Bronze row (docs/contract.md §3):
     rows_in = rows_out + quarantined + duplicates + superseded. The runner
     records those counters in pipeline_runs.reconciliation (a map column it
     adds to the contract); a Bronze step lands rows one for one. Gold steps
@@ -500,67 +558,34 @@ def reconciliation_detail(runs: pd.DataFrame, run_id: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table_scores(dq: pd.DataFrame) -> pd.DataFrame:
-    """Quality score per run and table: the mean pass rate of its rules in that run."""
-    cols = ["run_id", "checked_at", "layer", "table", "score", "rules", "rules_failing"]
-    if dq.empty:
-        return pd.DataFrame(columns=cols)
-    frame = dq.assign(failing=dq["rows_failed"].fillna(0) > 0)
-    out = (
-        frame.groupby(["run_id", "layer", "table"], sort=False)
-        .agg(
-            checked_at=("checked_at", "max"),
-            score=("pass_rate", "mean"),
-            rules=("rule", "count"),
-            rules_failing=("failing", "sum"),
-        )
-        .reset_index()
-    )
-    return out.sort_values(["checked_at", "layer", "table"], ignore_index=True)[cols]
+def _with_runs(runs: pd.DataFrame | None) -> pd.DataFrame:
+    """gold.pipeline_runs for the scores (its reconciliation counters) when not passed in."""
+    return read_table("gold", "pipeline_runs") if runs is None else runs
 
 
-def latest_scores(dq: pd.DataFrame) -> pd.DataFrame:
-    """Each table's score in the latest run that checked it."""
-    scores = table_scores(dq)
-    if scores.empty:
-        return scores
-    return (
-        scores.sort_values("checked_at")
-        .groupby(["layer", "table"], sort=False)
-        .tail(1)
-        .sort_values(["layer", "table"], ignore_index=True)
-    )
+def table_scores(dq: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every table's score in every run (pipeline/quality/scores.py, the one computation)."""
+    return quality_scores.table_scores(dq, _with_runs(runs))[quality_scores.SCORE_COLUMNS]
 
 
-def layer_scores(dq: pd.DataFrame) -> pd.DataFrame:
-    """Per layer: the mean of its tables' latest scores."""
-    latest = latest_scores(dq)
-    if latest.empty:
-        return pd.DataFrame(columns=["layer", "score", "tables"])
-    return (
-        latest.groupby("layer", sort=False)
-        .agg(score=("score", "mean"), tables=("table", "count"))
-        .reset_index()
-    )
+def latest_scores(dq: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each table's score in the latest run that checked records of it."""
+    return quality_scores.latest_scores(dq, _with_runs(runs))
 
 
-def failing_rules(dq: pd.DataFrame) -> pd.DataFrame:
-    """Rules that failed rows in their latest check, worst first."""
-    cols = [
-        "layer",
-        "table",
-        "rule",
-        "action",
-        "rows_failed",
-        "rows_checked",
-        "pass_rate",
-        "checked_at",
-    ]
-    if dq.empty:
-        return pd.DataFrame(columns=cols)
-    latest = dq.sort_values("checked_at").groupby(["layer", "table", "rule"]).tail(1)
-    bad = latest[latest["rows_failed"].fillna(0) > 0]
-    return bad.sort_values("rows_failed", ascending=False, ignore_index=True)[cols]
+def layer_scores(dq: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per layer: the tables' latest scores weighted by records checked (docs/quality.md)."""
+    return quality_scores.layer_scores(latest_scores(dq, runs))
+
+
+def overall_score(dq: pd.DataFrame, runs: pd.DataFrame | None = None) -> float | None:
+    """Every table's latest score, weighted by the records each checked (docs/quality.md §5)."""
+    return quality_scores.overall_score(latest_scores(dq, runs))
+
+
+def failing_rules(dq: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rules that failed records in their table's latest scored run, most failures first."""
+    return quality_scores.failing_rules(dq, latest_scores(dq, runs))
 
 
 def quarantine_rule_counts(quarantine: pa.Table | None) -> pd.DataFrame:
@@ -622,17 +647,107 @@ def live_freshness(minutes: pd.DataFrame, now: dt.datetime | None = None) -> dic
     }
 
 
-def anomaly_band(anomalies: pd.DataFrame, k: float = 3.0) -> pd.DataFrame:
-    """Daily revenue with the band mean ± k·std outside which a day is flagged (k = 3)."""
+LIVE_WINDOW_MINUTES = 5
+
+
+def live_kpis(
+    minutes: pd.DataFrame, now: dt.datetime, window_minutes: int = LIVE_WINDOW_MINUTES
+) -> dict[str, object]:
+    """Rolling live totals from gold.live_sales_minute (window_start naive UTC).
+
+    "Last N min" = the minute in progress plus the N - 1 minutes before it, so
+    the number moves while orders flow instead of waiting for a minute to
+    close; "last hour" = the same over 60 minutes. The minute in progress is
+    partial: the Live page draws it as such.
+    """
+    stamp = pd.Timestamp(now)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    current = stamp.floor("min")
+
+    def totals(span: int) -> dict[str, object]:
+        if minutes.empty:
+            rows = minutes
+        else:
+            starts = pd.to_datetime(minutes["window_start"])
+            rows = minutes[starts >= current - pd.Timedelta(minutes=span - 1)]
+        orders = int(pd.to_numeric(rows["orders"]).sum()) if len(rows) else 0
+        revenue = float(pd.to_numeric(rows["net_revenue"]).sum()) if len(rows) else 0.0
+        return {
+            "orders": orders,
+            "net_revenue": round(revenue, 2),
+            "avg_order_value": round(revenue / orders, 2) if orders else None,
+        }
+
+    return {
+        "window_minutes": window_minutes,
+        "current_minute": current.to_pydatetime(),
+        "recent": totals(window_minutes),
+        "hour": totals(60),
+    }
+
+
+def anomaly_band(anomalies: pd.DataFrame) -> pd.DataFrame:
+    """gold.revenue_anomalies in date order, its band as floats for the chart.
+
+    The band [lower_bound, upper_bound] and the flags are Gold's (see
+    pipeline/gold/revenue_anomalies.py); nothing is recomputed here.
+    """
     frame = anomalies.sort_values("order_date").reset_index(drop=True).copy()
-    if frame.empty:
-        return frame.assign(lower=pd.Series(dtype=float), upper=pd.Series(dtype=float))
-    mean = pd.to_numeric(frame["baseline_mean"], errors="coerce")
-    std = pd.to_numeric(frame["baseline_std"], errors="coerce")
-    frame["lower"] = mean - k * std
-    frame["upper"] = mean + k * std
-    frame["is_anomaly"] = frame["is_anomaly"].fillna(False).astype(bool)
+    for col in ("net_revenue", "expected_revenue", "lower_bound", "upper_bound", "score"):
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    if "is_anomaly" in frame.columns:
+        frame["is_anomaly"] = frame["is_anomaly"].fillna(False).astype(bool)
     return frame
+
+
+INJECTED_COLUMNS = ("order_date", "kind", "direction", "factor")
+
+
+def injected_anomalies(manifests: Sequence[dict[str, object]]) -> pd.DataFrame:
+    """The anomaly days the generator injected (manifest ``anomalies``), one row per day.
+
+    A lake of the user's own files has none: the frame is then empty.
+    """
+    rows = [
+        {
+            "order_date": pd.Timestamp(str(a["date"])),
+            "kind": str(a["kind"]),
+            "direction": str(a["direction"]),
+            "factor": float(a["factor"]),
+        }
+        for m in manifests
+        for a in (m.get("anomalies") or [])  # type: ignore[union-attr]
+    ]
+    return pd.DataFrame(rows, columns=list(INJECTED_COLUMNS))
+
+
+def injected_vs_found(anomalies: pd.DataFrame, injected: pd.DataFrame) -> pd.DataFrame:
+    """Each injected day beside what gold.revenue_anomalies says of it.
+
+    found = flagged in the injected direction; scored = the day had a band
+    (the first weeks of a lake have too little history to judge).
+    """
+    cols = [*INJECTED_COLUMNS, "net_revenue", "expected_revenue", "scored", "found"]
+    if injected.empty:
+        return pd.DataFrame(columns=cols)
+    gold = anomaly_band(anomalies)
+    if gold.empty:
+        gold = pd.DataFrame(columns=list(TABLES["gold"]["revenue_anomalies"]))
+    gold = gold.assign(order_date=pd.to_datetime(gold["order_date"]))
+    merged = injected.merge(
+        gold[["order_date", "net_revenue", "expected_revenue", "lower_bound", "is_anomaly"]]
+        .rename(columns={"is_anomaly": "_flagged"})
+        .assign(_found_direction=gold["direction"]),
+        on="order_date",
+        how="left",
+    )
+    merged["scored"] = merged["lower_bound"].notna()
+    merged["found"] = merged["_flagged"].eq(True) & (
+        merged["_found_direction"] == merged["direction"]
+    )
+    return merged.sort_values("order_date", ignore_index=True)[cols]
 
 
 # --------------------------------------------------------------------------- RFM
@@ -753,6 +868,7 @@ DAILY_COLUMNS = (
     "gross_revenue",
     "net_revenue",
     "cost",
+    "gross_margin",
     "cancelled_orders",
     "returned_orders",
 )
@@ -840,6 +956,10 @@ class SalesCube:
         self.l_gross = _cents(table.column("line_gross"))[keep].astype(np.float64)
         self.l_net = _cents(table.column("line_net"))[keep].astype(np.float64)
         self.l_cost = _cents(table.column("line_cost"))[keep].astype(np.float64)
+        # a null line_cost is an unknown cost (unknown product): margins leave such lines out
+        costed = pc.is_valid(table.column("line_cost")).to_numpy(zero_copy_only=False)[keep]
+        self.l_costed = costed.astype(np.float64)
+        self.l_costed_net = np.where(costed, self.l_net, 0.0)
 
         # calendar: day offsets and the month each day falls in
         self.day0 = int(line_day.min()) if n else 0
@@ -881,7 +1001,14 @@ class SalesCube:
                 "country": l_country,
                 "channel": l_channel,
             },
-            {"qty": self.l_qty, "gross": self.l_gross, "net": self.l_net, "cost": self.l_cost},
+            {
+                "qty": self.l_qty,
+                "gross": self.l_gross,
+                "net": self.l_net,
+                "cost": self.l_cost,
+                "costed_net": self.l_costed_net,
+                "costed": self.l_costed,
+            },
         )
         self.oc = _cells(
             dims,
@@ -991,13 +1118,15 @@ class SalesCube:
         key = cells[by][mask] if by != "month" else self.month_of_day[cells["day"][mask]]
         return {
             m: np.bincount(key, weights=cells[m][mask], minlength=size)[:size]
-            for m in ("qty", "gross", "net", "cost")
+            for m in ("qty", "gross", "net", "cost", "costed_net", "costed")
         }
 
     # -- aggregates
 
     def daily(self, f: SalesFilter) -> pd.DataFrame:
-        """One row per day of the range: orders, units, revenue, cost, cancelled, returned."""
+        """One row per day of the range: orders, units, revenue, cost, margin, cancelled,
+        returned. cost and gross_margin cover the lines whose cost is known (margin NaN on
+        a day without one)."""
         start = (f.start - _EPOCH).days
         span = max((f.end - f.start).days + 1, 0)
         dates = pd.to_datetime(np.arange(start, start + span).astype("datetime64[D]"))
@@ -1005,6 +1134,7 @@ class SalesCube:
         if self.empty or span == 0:
             for col in DAILY_COLUMNS[1:]:
                 out[col] = np.zeros(span)
+            out["gross_margin"] = np.nan  # no line of known cost
             return out
         # cells count days from day0; the range may start before or end after the data
         offset = start - self.day0
@@ -1023,6 +1153,9 @@ class SalesCube:
         out["gross_revenue"] = window(sums["gross"]) / 100
         out["net_revenue"] = window(sums["net"]) / 100
         out["cost"] = window(sums["cost"]) / 100
+        out["gross_margin"] = _margin(
+            window(sums["costed_net"]), window(sums["cost"]), window(sums["costed"])
+        )
         for status, col in (("cancelled", "cancelled_orders"), ("returned", "returned_orders")):
             out[col] = window(self._order_counts(f, "day", status, size)).astype(np.int64)
         return out
@@ -1044,10 +1177,12 @@ class SalesCube:
                 "orders": self._order_counts(f, key, "revenue", k).astype(np.int64),
                 "units": sums["qty"].astype(np.int64),
                 "net_revenue": sums["net"] / 100,
-                "gross_margin": (sums["net"] - sums["cost"]) / 100,
+                "gross_margin": _margin(sums["costed_net"], sums["cost"], sums["costed"]),
             }
         )
-        out["margin_pct"] = out["gross_margin"] / out["net_revenue"].replace(0, np.nan)
+        # the margin rate over the revenue whose cost is known (the margin's own lines)
+        costed_net = pd.Series(sums["costed_net"] / 100)
+        out["margin_pct"] = out["gross_margin"] / costed_net.replace(0, np.nan)
         out = out[(out["orders"] > 0) | (out["net_revenue"] != 0)]
         return out.sort_values("net_revenue", ascending=False, ignore_index=True)[cols]
 
@@ -1060,6 +1195,8 @@ class SalesCube:
         prod = self.l_product[lines]
         net = np.bincount(prod, weights=self.l_net[lines], minlength=k)
         cost = np.bincount(prod, weights=self.l_cost[lines], minlength=k)
+        costed_net = np.bincount(prod, weights=self.l_costed_net[lines], minlength=k)
+        costed = np.bincount(prod, weights=self.l_costed[lines], minlength=k)
         units = np.bincount(prod, weights=self.l_qty[lines], minlength=k)
         top = [int(i) for i in np.argsort(-net, kind="stable")[:limit] if units[i] > 0]
         return pd.DataFrame(
@@ -1069,7 +1206,7 @@ class SalesCube:
                 "category": [self.categories[self.product_category[i]] for i in top],
                 "units": units[top].astype(np.int64),
                 "net_revenue": net[top] / 100,
-                "gross_margin": (net[top] - cost[top]) / 100,
+                "gross_margin": _margin(costed_net[top], cost[top], costed[top]),
             },
             columns=cols,
         )
@@ -1085,6 +1222,10 @@ class SalesCube:
         cell = self.month_of_day[cells["day"][mask]].astype(np.int64) * k + cells["cat"][mask]
         net = np.bincount(cell, weights=cells["net"][mask], minlength=m * k).reshape(m, k)
         cost = np.bincount(cell, weights=cells["cost"][mask], minlength=m * k).reshape(m, k)
+        costed_net, costed = (
+            np.bincount(cell, weights=cells[c][mask], minlength=m * k).reshape(m, k)
+            for c in ("costed_net", "costed")
+        )
         lines_per = np.bincount(cell, weights=cells["n"][mask], minlength=m * k).reshape(m, k)
         month_idx, cat_idx = np.nonzero(lines_per)
         total = net.sum(axis=1)
@@ -1099,11 +1240,23 @@ class SalesCube:
                 "month": pd.to_datetime(self.months[month_idx].astype("datetime64[D]")),
                 "category": np.asarray(self.categories, dtype=object)[cat_idx],
                 "net_revenue": net[month_idx, cat_idx] / 100,
-                "gross_margin": (net - cost)[month_idx, cat_idx] / 100,
+                "gross_margin": _margin(
+                    costed_net[month_idx, cat_idx],
+                    cost[month_idx, cat_idx],
+                    costed[month_idx, cat_idx],
+                ),
                 "revenue_share": share,
             },
             columns=cols,
         )
+
+
+def _margin(costed_net: np.ndarray, cost: np.ndarray, costed: np.ndarray) -> np.ndarray:
+    """Gross margin from cent sums over the lines of known cost; NaN where there is none
+    (docs/contract.md §5: a margin is never invented for an unknown cost)."""
+    return np.where(
+        np.asarray(costed) > 0, (np.asarray(costed_net) - np.asarray(cost)) / 100, np.nan
+    )
 
 
 def _cells(
@@ -1199,13 +1352,21 @@ def sales_daily(cube: SalesCube, daily_sales: pd.DataFrame, f: SalesFilter) -> p
     gold["order_date"] = pd.to_datetime(gold["order_date"])
     start, end = pd.Timestamp(f.start), pd.Timestamp(f.end)
     gold = gold[(gold["order_date"] >= start) & (gold["order_date"] <= end)]
-    merged = computed[["order_date", "cost"]].merge(
-        gold[[c for c in DAILY_COLUMNS if c != "cost"]], on="order_date", how="left"
+    from_lines = ("cost", "gross_margin")
+    merged = computed[["order_date", *from_lines]].merge(
+        gold[[c for c in DAILY_COLUMNS if c not in from_lines]], on="order_date", how="left"
     )
     for col in DAILY_COLUMNS[1:]:
-        if col != "cost":
+        if col not in from_lines:
             merged[col] = pd.to_numeric(merged[col], errors="coerce").fillna(0)
     return merged[list(DAILY_COLUMNS)]
+
+
+def _kpi_margin(daily: pd.DataFrame) -> float | None:
+    """Gross margin of a period: its days' margins over lines of known cost; None when no
+    line of the period has a known cost (never a margin invented from an unknown cost)."""
+    total = pd.to_numeric(daily["gross_margin"], errors="coerce").sum(min_count=1)
+    return None if pd.isna(total) else round(float(total), 2)
 
 
 def sales_kpis(daily: pd.DataFrame) -> dict[str, float | None]:
@@ -1216,7 +1377,7 @@ def sales_kpis(daily: pd.DataFrame) -> dict[str, float | None]:
             "orders": 0,
             "avg_order_value": None,
             "units": 0,
-            "gross_margin": 0.0,
+            "gross_margin": None,
             "cancelled_returned": 0,
         }
     net = float(daily["net_revenue"].sum())
@@ -1226,7 +1387,7 @@ def sales_kpis(daily: pd.DataFrame) -> dict[str, float | None]:
         "orders": orders,
         "avg_order_value": round(net / orders, 2) if orders else None,
         "units": int(daily["units"].sum()),
-        "gross_margin": round(net - float(daily["cost"].sum()), 2),
+        "gross_margin": _kpi_margin(daily),
         "cancelled_returned": int(daily["cancelled_orders"].sum() + daily["returned_orders"].sum()),
     }
 

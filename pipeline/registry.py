@@ -8,7 +8,8 @@ gold.pipeline_runs and gold.dq_results.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
@@ -20,10 +21,30 @@ LAYERS = ("bronze", "silver", "gold")
 
 @dataclass
 class Context:
+    """What the steps of one run share.
+
+    Bookkeeping rows (the Bronze ingest log, Silver's refine state and touched
+    keys) are not committed by each step: a step ``defer``s them and the
+    runner appends each table's rows in one commit at the end of the run,
+    with the run's log. A run killed before then leaves the data tables
+    written and the bookkeeping as it was, and the next run redoes the work
+    (Bronze finds its files' rows already committed; Silver refines the same
+    files again, against the tables as the last recorded state left them).
+    """
+
     spark: SparkSession
     run_id: str
     started_at: dt.datetime
     full_refresh: bool = False  # recompute incremental Silver tables from all of Bronze
+    deferred: dict[tuple[str, str], tuple[object, list[tuple]]] = field(default_factory=dict)
+    touched: dict[str, list[str] | None] = field(default_factory=dict)  # this run's, by source
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def defer(self, layer: str, table: str, schema: object, rows: Sequence[tuple]) -> None:
+        """Rows for ``layer.table``, appended by the runner when the run ends."""
+        with self._lock:
+            entry = self.deferred.setdefault((layer, table), (schema, []))
+            entry[1].extend(rows)
 
 
 @dataclass

@@ -14,7 +14,8 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from pyspark.sql import types as T
 from pipeline import lake, storage
 from pipeline.config import CACHE_DIR, settings
 from pipeline.registry import Context, Step, StepFailed, StepOutcome, steps_for
+from pipeline.silver import incremental
 
 Progress = Callable[[str, float], None]
 
@@ -72,6 +74,8 @@ class StepResult:
     error: str | None = None
     reconciliation: dict[str, int] | None = None
     notes: list[str] = field(default_factory=list)
+    spark_jobs: int | None = None  # None where Spark does not say (Spark Connect)
+    delta_commits: int = 0
 
 
 @dataclass
@@ -160,12 +164,107 @@ def _records(
     return run_row, dq_rows
 
 
-def _record(spark: SparkSession, runs: list[tuple], dq: list[tuple]) -> None:
-    """Two commits for the whole run: per-step commits cost about a second each."""
-    if runs:
-        lake.append(lake.rows_frame(spark, runs, RUNS_SCHEMA), "gold", "pipeline_runs")
-    if dq:
-        lake.append(lake.rows_frame(spark, dq, DQ_SCHEMA), "gold", "dq_results")
+def _record(pool: ThreadPoolExecutor, ctx: Context, runs: list[tuple], dq: list[tuple]) -> None:
+    """The run's bookkeeping, one commit per table, the independent ones at once.
+
+    Silver's touched keys are committed before its refine state: a state that
+    says a file is covered must never lack the keys that file touched (the
+    fact table rebuilds from them when it failed in this run).
+    """
+    spark = ctx.spark
+    tables = dict(ctx.deferred)
+    state_table = ("silver", incremental.STATE_TABLE)
+    state = tables.pop(state_table, None)
+    touched = tables.pop(("silver", incremental.TOUCHED_TABLE), None)
+
+    def append(layer: str, table: str, schema: object, rows: list[tuple]) -> None:
+        if rows:
+            lake.append(lake.rows_frame(spark, rows, schema), layer, table)
+
+    def silver_state() -> None:
+        if touched:
+            append("silver", incremental.TOUCHED_TABLE, *touched)
+        if state:
+            append(*state_table, *state)
+
+    jobs = [pool.submit(silver_state)]
+    jobs += [pool.submit(append, layer, table, *entry) for (layer, table), entry in tables.items()]
+    jobs.append(pool.submit(append, "gold", "pipeline_runs", RUNS_SCHEMA, runs))
+    jobs.append(pool.submit(append, "gold", "dq_results", DQ_SCHEMA, dq))
+    for job in jobs:
+        job.result()
+
+
+def dependencies(steps: Sequence[Step]) -> dict[str, set[str]]:
+    """Each step's prerequisites among ``steps``: the steps writing a table it reads.
+
+    The run order follows from the inputs (as dbt derives it from ``ref()``);
+    a step whose producer is not in ``steps`` (``run silver`` alone) reads the
+    table as it is.
+    """
+    producers: dict[str, str] = {}
+    for step in steps:
+        for table in step.outputs:
+            producers[table] = step.name
+    needs = {
+        step.name: {producers[t] for t in step.inputs if t in producers} - {step.name}
+        for step in steps
+    }
+    order: list[str] = []
+    pending = dict(needs)
+    while pending:
+        ready = [name for name, deps in pending.items() if deps <= set(order)]
+        if not ready:
+            raise ValueError(f"the steps' inputs form a cycle: {sorted(pending)}")
+        order.extend(ready)
+        for name in ready:
+            del pending[name]
+    return needs
+
+
+def parallelism() -> int:
+    """Steps run at once. Their Spark jobs share the cores; what overlaps is each
+    step's fixed cost (planning, Delta log reads, commits) with another's work."""
+    return max(1, settings().run_parallelism)
+
+
+def _job_ids(spark: SparkSession, group: str) -> int | None:
+    try:
+        return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+    except Exception:  # Spark Connect: no SparkContext, no job count
+        return None
+
+
+def _execute(
+    ctx: Context, step: Step, run_id: str
+) -> tuple[StepOutcome | None, str, str | None, dt.datetime, float, int | None, int]:
+    """Run one step in the current thread; failures are returned, never raised."""
+    spark = ctx.spark
+    group = f"{run_id}/{step.name}"
+    lake.current_step.set(group)
+    try:
+        spark.sparkContext.setJobGroup(group, step.name, interruptOnCancel=True)
+    except Exception:  # Spark Connect has no job groups
+        pass
+    started, t0 = _now(), time.perf_counter()
+    try:
+        outcome: StepOutcome | None = step.run(ctx)
+        fired = [c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed]
+        status, error = "succeeded", None
+        if fired:
+            status = "failed"
+            error = "; ".join(
+                f"{c.layer}.{c.table}: rule {c.count.rule} failed on {c.count.rows_failed} rows"
+                for c in fired
+            )
+    except StepFailed as exc:  # a fail rule: its checks are still recorded
+        outcome, status, error = exc.outcome, "failed", f"{step.name}: {_message(exc)}"
+    except Exception as exc:  # recorded and reported; the run stops here
+        reads = ", ".join(step.inputs)
+        error = f"{step.name}: {_message(exc)} (the step reads {reads})"
+        outcome, status = None, "failed"
+    seconds = time.perf_counter() - t0
+    return outcome, status, error, started, seconds, _job_ids(spark, group), lake.commits[group]
 
 
 def run(
@@ -176,69 +275,69 @@ def run(
 ) -> RunResult:
     """Run a layer (or all) and return what happened; failures are results, not tracebacks.
 
-    The run's gold.pipeline_runs and gold.dq_results rows are written once, at
-    its end (also when a step failed); a run killed midway leaves none.
+    Steps start as soon as the steps they read from have finished, several at
+    once (``parallelism``); after a failure no new step starts, the running
+    ones finish and the rest are skipped. The run's gold.pipeline_runs and
+    gold.dq_results rows are written once, at its end (also when a step
+    failed); a run killed midway leaves none. ``progress(message, fraction)``
+    is called from the calling thread: "<step> ..." when a step starts,
+    "<step> done" when it ends, fraction = finished steps / all steps.
     """
     steps = steps_for(target)
     if spark is None:
         from pipeline.spark import get_spark
 
         spark = get_spark()
+    needs = dependencies(steps)
     run_id = _now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    results: list[StepResult] = []
+    done: dict[str, StepResult] = {}
+    records: dict[str, tuple[tuple, list[tuple]]] = {}
+    tell = progress or (lambda message, fraction: None)
     with run_lock():
         ctx = Context(spark, run_id, _now(), full_refresh)
         failed: str | None = None
-        runs: list[tuple] = []
-        dq: list[tuple] = []
-        for i, step in enumerate(steps):
-            if failed:
-                results.append(StepResult(step.name, "skipped"))
-                continue
-            if progress:
-                progress(f"{step.name} ...", i / len(steps))
-            spark.sparkContext.setJobGroup(run_id, step.name, interruptOnCancel=True)
-            started, t0 = _now(), time.perf_counter()
-            try:
-                outcome = step.run(ctx)
-                fired = [
-                    c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed
-                ]
-                status, error = "succeeded", None
-                if fired:
-                    status = "failed"
-                    error = "; ".join(
-                        f"{c.layer}.{c.table}: rule {c.count.rule} failed on "
-                        f"{c.count.rows_failed} rows"
-                        for c in fired
+        running: dict[Future, Step] = {}
+        with ThreadPoolExecutor(parallelism(), thread_name_prefix="shoplake-step") as pool:
+            while True:
+                if not failed:
+                    started = {s.name for s in running.values()}
+                    for step in steps:
+                        ready = needs[step.name] <= set(done)
+                        if step.name not in done and step.name not in started and ready:
+                            if len(running) >= parallelism():
+                                break
+                            tell(f"{step.name} ...", len(done) / len(steps))
+                            running[pool.submit(_execute, ctx, step, run_id)] = step
+                            started.add(step.name)
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    step = running.pop(future)
+                    outcome, status, error, began, seconds, jobs, commits = future.result()
+                    records[step.name] = _records(
+                        run_id, step, began, _now(), status, outcome, error
                     )
-            except StepFailed as exc:  # a fail rule: its checks are still recorded
-                outcome, status, error = exc.outcome, "failed", f"{step.name}: {_message(exc)}"
-            except Exception as exc:  # recorded and reported; the run stops here
-                reads = ", ".join(step.inputs)
-                error = f"{step.name}: {_message(exc)} (the step reads {reads})"
-                outcome, status = None, "failed"
-            seconds = time.perf_counter() - t0
-            run_row, dq_rows = _records(run_id, step, started, _now(), status, outcome, error)
-            runs.append(run_row)
-            dq.extend(dq_rows)
-            o = outcome or StepOutcome()
-            results.append(
-                StepResult(
-                    step.name,
-                    status,
-                    o.rows_in,
-                    o.rows_out,
-                    o.rows_quarantined,
-                    seconds,
-                    error,
-                    o.reconciliation,
-                    o.notes,
-                )
-            )
-            if status == "failed":
-                failed = error
-        _record(spark, runs, dq)
-        if progress:
-            progress("done" if not failed else "failed", 1.0)
+                    o = outcome or StepOutcome()
+                    done[step.name] = StepResult(
+                        step.name,
+                        status,
+                        o.rows_in,
+                        o.rows_out,
+                        o.rows_quarantined,
+                        seconds,
+                        error,
+                        o.reconciliation,
+                        o.notes,
+                        jobs,
+                        commits,
+                    )
+                    tell(f"{step.name} {status}", len(done) / len(steps))
+                    if status == "failed" and not failed:
+                        failed = error
+            results = [done.get(s.name) or StepResult(s.name, "skipped") for s in steps]
+            ordered = [records[s.name] for s in steps if s.name in records]
+            runs = [r for r, _ in ordered]
+            _record(pool, ctx, runs, [row for _, rows in ordered for row in rows])
+        tell("done" if not failed else "failed", 1.0)
     return RunResult(run_id, "failed" if failed else "succeeded", results, failed)

@@ -15,7 +15,7 @@ import threading
 from pyspark.sql import SparkSession
 
 from pipeline import jvm
-from pipeline.config import CACHE_DIR, settings
+from pipeline.config import CACHE_DIR, settings, spark_settings
 
 _lock = threading.Lock()
 
@@ -53,15 +53,28 @@ def _base_config(shuffle_partitions: int) -> dict[str, str]:
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
         "spark.ui.showConsoleProgress": "false",
-        "spark.ui.enabled": os.environ.get("SHOPLAKE_SPARK_UI", "true"),
-        "spark.ui.port": os.environ.get("SHOPLAKE_SPARK_UI_PORT", "4040"),
+        "spark.ui.enabled": spark_settings().ui_enabled,
+        "spark.ui.port": spark_settings().ui_port,
         "spark.ui.host": "127.0.0.1",
-        "spark.driver.host": os.environ.get("SHOPLAKE_DRIVER_HOST", "127.0.0.1"),
-        "spark.driver.bindAddress": os.environ.get("SHOPLAKE_DRIVER_BIND", "127.0.0.1"),
+        "spark.driver.host": spark_settings().driver_host,
+        "spark.driver.bindAddress": spark_settings().driver_bind,
         "spark.sql.warehouse.dir": str(CACHE_DIR / "spark-warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={CACHE_DIR / 'derby'}",
+        "spark.driver.extraJavaOptions": " ".join(
+            filter(None, [f"-Dderby.system.home={CACHE_DIR / 'derby'}", _jvm_options()])
+        ),
         "spark.log.level": "WARN",
     }
+
+
+def _jvm_options() -> str:
+    """SHOPLAKE_JVM_OPTIONS, plus the class-data-sharing archive when one was built for
+    this JVM and these jars (``pipeline.jvm``): a fresh process loads Spark's classes
+    from it instead of from the jars."""
+    options = [spark_settings().jvm_options]
+    archive = jvm.class_archive()
+    if archive is not None:
+        options.append(f"-XX:SharedArchiveFile={archive} -Xlog:cds=off -Xlog:cds+dynamic=off")
+    return " ".join(filter(None, options))
 
 
 def get_spark(app_name: str = "shoplake") -> SparkSession:
@@ -76,9 +89,9 @@ def get_spark(app_name: str = "shoplake") -> SparkSession:
             return SparkSession.builder.remote(cfg.spark_remote).appName(app_name).getOrCreate()
         _check_java()
         jvm.fetch("spark")
-        master = cfg.spark_master or os.environ.get("SHOPLAKE_LOCAL_MASTER", "local[2]")
+        master = cfg.spark_master or spark_settings().local_master
         local = master.startswith("local")
-        partitions = int(os.environ.get("SHOPLAKE_SHUFFLE_PARTITIONS", "4" if local else "32"))
+        partitions = spark_settings().partitions(local)
         builder = SparkSession.builder.master(master).appName(app_name)
         for key, value in _base_config(partitions).items():
             builder = builder.config(key, value)
@@ -87,15 +100,10 @@ def get_spark(app_name: str = "shoplake") -> SparkSession:
             # 2g: a 1,000,000-order run peaks at 3.2 GB for the whole process tree (JVM
             # included) and takes ~10 % longer than with 3g, which peaks at 7 GB.
             "spark.driver.memory",
-            os.environ.get("SHOPLAKE_DRIVER_MEMORY", "2g"),
+            spark_settings().driver_memory,
         )
+        for key, value in spark_settings().extra_conf.items():
+            builder = builder.config(key, value)
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
         return session
-
-
-def stop_spark() -> None:
-    with _lock:
-        active = SparkSession.getActiveSession()
-        if active is not None:
-            active.stop()

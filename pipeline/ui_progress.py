@@ -136,3 +136,126 @@ def stage_rows(stages: list[StageProgress], limit: int = 12) -> list[dict[str, o
             }
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- run progress
+
+
+STEP_STATES = ("done", "failed", "running", "waiting")
+
+
+def step_history(runs: Any, latest: int = 5) -> tuple[dict[str, float], float]:
+    """(median seconds per step over its latest successful runs, concurrency of those runs).
+
+    From gold.pipeline_runs (a pandas frame). Concurrency = the steps' summed
+    seconds / the runs' wall-clock seconds (1.0 when steps ran one at a time,
+    higher since independent steps overlap), so summed step estimates can be
+    turned into wall-clock time.
+    """
+    if runs is None or len(runs) == 0:
+        return {}, 1.0
+    frame = runs[runs["status"] == "succeeded"].copy()
+    if frame.empty:
+        return {}, 1.0
+    frame["seconds"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    frame = frame.sort_values("started_at")
+    medians = frame.groupby("step")["seconds"].apply(lambda s: float(s.tail(latest).median()))
+    recent = frame[frame["run_id"].isin(frame["run_id"].drop_duplicates().tail(latest))]
+    per_run = recent.groupby("run_id").agg(
+        work=("seconds", "sum"), start=("started_at", "min"), end=("finished_at", "max")
+    )
+    wall = (per_run["end"] - per_run["start"]).dt.total_seconds()
+    ratio = (per_run["work"] / wall.where(wall > 0)).dropna()
+    concurrency = float(ratio.median()) if len(ratio) else 1.0
+    return medians.to_dict(), max(concurrency, 1.0)
+
+
+@dataclass
+class RunView:
+    """What a person wants to know about a run in progress."""
+
+    states: dict[str, str]  # step -> done | failed | running | waiting
+    running: dict[str, float]  # step -> seconds since it started
+    fraction: float  # 0..1, weighted by the steps' usual durations
+    elapsed: float
+    remaining: float | None  # seconds, None without history
+    finished: bool
+
+    @property
+    def done(self) -> int:
+        return sum(state in ("done", "failed") for state in self.states.values())
+
+    def headline(self) -> str:
+        from pipeline.formats import duration
+
+        parts = []
+        if self.running:
+            names = ", ".join(sorted(self.running))
+            parts.append(f"Running {names}")
+        elif not self.finished:
+            parts.append("Starting")
+        parts.append(f"{self.done}/{len(self.states)} steps done")
+        parts.append(f"{self.fraction * 100:.0f} %")
+        parts.append(f"{duration(self.elapsed)} elapsed")
+        if not self.finished:
+            parts.append(
+                f"about {duration(self.remaining)} left"
+                if self.remaining is not None
+                else "no estimate yet (first run)"
+            )
+        return " · ".join(parts)
+
+    def rows(self, expected: dict[str, float]) -> list[dict[str, object]]:
+        order = {state: i for i, state in enumerate(("running", "failed", "waiting", "done"))}
+        out = []
+        for step, state in sorted(self.states.items(), key=lambda kv: order[kv[1]]):
+            out.append(
+                {
+                    "Step": step,
+                    "State": state,
+                    "Running for (s)": round(self.running[step]) if step in self.running else None,
+                    "Usually takes (s)": round(expected[step], 1) if step in expected else None,
+                }
+            )
+        return out
+
+
+def run_view(
+    steps: list[str],
+    events: list[tuple[float, str, float]],
+    started_at: float,
+    now: float,
+    expected: dict[str, float],
+    concurrency: float = 1.0,
+    finished: bool = False,
+) -> RunView:
+    """Replay the runner's progress messages: "<step> ..." starts a step, "<step> <status>" ends it.
+
+    Several steps may run at once (pipeline.runner); the overall fraction
+    weighs each step by its usual duration (1 s for a step never seen), a
+    running step counting up to 95 % of it; the estimate is the remaining
+    usual work divided by the concurrency observed in earlier runs.
+    """
+    states = dict.fromkeys(steps, "waiting")
+    began: dict[str, float] = {}
+    for moment, message, _ in events:
+        name, _, rest = message.rpartition(" ")
+        if name not in states:
+            continue
+        if rest == "...":
+            states[name] = "running"
+            began[name] = moment
+        elif rest:
+            states[name] = "failed" if rest == "failed" else "done"
+    known = [expected[s] for s in steps if s in expected]
+    default = float(sorted(known)[len(known) // 2]) if known else 1.0
+    weight = {s: max(expected.get(s, default), 0.1) for s in steps}
+    total = sum(weight.values()) or 1.0
+    running = {s: now - began[s] for s in steps if states[s] == "running" and s in began}
+    work_done = sum(weight[s] for s in steps if states[s] in ("done", "failed"))
+    work_done += sum(min(seconds, 0.95 * weight[s]) for s, seconds in running.items())
+    fraction = 1.0 if finished else min(work_done / total, 0.99)
+    remaining = None
+    if expected:
+        remaining = max(total - work_done, 0.0) / max(concurrency, 1.0)
+    return RunView(states, running, fraction, now - started_at, remaining, finished)

@@ -215,8 +215,40 @@ def _orders_cases() -> list[Case]:
         order("O-FD-6", order_ts="+10000-01-01T00:00:00Z", updated_at=""),
         order("O-FD-7", updated_at="0001-01-01T00:00:00Z"),
     ]
+    spreadsheet_dates = [
+        order("O-SD-1", order_ts="7/8/2025", updated_at="7/8/2025"),  # MM/dd/yyyy unpadded
+        order("O-SD-2", order_ts="8-7-2025", updated_at="08-7-2025"),  # dd-MM-yyyy unpadded
+        order("O-SD-3", order_ts="12/1/2025", updated_at=""),
+        order("O-SD-4", order_ts="13/8/2025", updated_at=""),  # near misses: month 13,
+        order("O-SD-5", order_ts="7/32/2025", updated_at=""),  # day 32,
+        order("O-SD-6", order_ts="7/8/25", updated_at=""),  # a two-digit year,
+        order("O-SD-7", order_ts="007/8/2025", updated_at=""),  # a three-digit month
+    ]
     header = ",".join(ORDER_COLS)
     return [
+        Case(
+            "orders-spreadsheet-dates",
+            "orders",
+            ".csv",
+            lambda: csv_bytes(ORDER_COLS, spreadsheet_dates),
+            Expect(
+                bronze=7,
+                silver=3,
+                quarantined=4,
+                rules=frozenset({"unparseable_order_ts"}),
+                silver_values={
+                    "O-SD-1": {
+                        "order_ts": "2025-07-08 00:00:00",
+                        "updated_at": "2025-07-08 00:00:00",
+                    },
+                    "O-SD-2": {
+                        "order_ts": "2025-07-08 00:00:00",
+                        "updated_at": "2025-07-08 00:00:00",
+                    },
+                    "O-SD-3": {"order_ts": "2025-12-01 00:00:00"},
+                },
+            ),
+        ),
         Case(
             "orders-semicolon-delimiter",
             "orders",

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 REVENUE_SPELLINGS = {
-    # raw spelling the producer uses -> revenue-bearing (DESIGN.md section 3 and 4)
+    # raw spelling the producer uses -> revenue-bearing (docs/contract.md §3 and §5)
     "paid": True,
     "processing": True,
     "confirmed": True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import socket
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -288,24 +289,29 @@ def write_synthetic_lake(lake: Path, orders: int = 5_000, seed: int = 7) -> dict
     )
     _write(lake, "gold", "customer_rfm", rfm)
 
-    # ---- gold.revenue_anomalies
+    # ---- gold.revenue_anomalies (the method of tests/reference.py, the contract's)
+    from tests.reference import revenue_anomalies
+
     cal = pd.date_range(dates.min(), dates.max(), freq="D")
-    rev = (day["net"] / 100).reindex(cal.to_numpy().astype("datetime64[D]"), fill_value=0)
-    rev = pd.Series(rev.to_numpy(), index=cal)
-    mean = rev.shift(1).rolling(28, min_periods=28).mean()
-    std = rev.shift(1).rolling(28, min_periods=28).std()
-    z = (rev - mean) / std.where(std != 0)
-    is_anom = z.abs() >= 3
-    direction = np.where(is_anom, np.where(z > 0, "spike", "drop"), None)
+    index = cal.to_numpy().astype("datetime64[D]")
+    rev = (day["net"] / 100).reindex(index, fill_value=0)
+    n_orders = day["orders"].reindex(index, fill_value=0).astype(np.int64)
+    scored = revenue_anomalies(
+        [(d.date(), Decimal(f"{v:.2f}")) for d, v in zip(cal, rev.to_numpy(), strict=True)],
+        [int(v) for v in n_orders.to_numpy()],
+    )
+    rows = [scored[d.date()] for d in cal]
     anomalies = pa.table(
         {
-            "order_date": pa.array(cal.to_numpy().astype("datetime64[D]")),
+            "order_date": pa.array(index),
             "net_revenue": _money(rev.to_numpy()),
-            "baseline_mean": pa.array(mean.to_numpy(), from_pandas=True),
-            "baseline_std": pa.array(std.to_numpy(), from_pandas=True),
-            "z_score": pa.array(z.to_numpy(), from_pandas=True),
-            "is_anomaly": pa.array(is_anom.to_numpy()),
-            "direction": pa.array(direction, type=pa.string()),
+            **{
+                col: pa.array([r[col] for r in rows], pa.decimal128(18, 2))
+                for col in ("expected_revenue", "lower_bound", "upper_bound")
+            },
+            "score": pa.array([r["score"] for r in rows], pa.float64()),
+            "is_anomaly": pa.array([r["is_anomaly"] for r in rows]),
+            "direction": pa.array([r["direction"] for r in rows], type=pa.string()),
         }
     )
     _write(lake, "gold", "revenue_anomalies", anomalies)

@@ -1,4 +1,4 @@
-"""An independent, plain-Python reading of DESIGN.md sections 3 and 4.
+"""An independent, plain-Python reading of docs/contract.md §3 and §5.
 
 It shares no code with pipeline/: it parses the landing files with the
 standard library and pyarrow, applies the normalisation rules and computes
@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import re
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -180,8 +181,8 @@ def parse_ts(raw: str | None) -> dt.datetime | None:
             return parsed
         for pattern, fmt in (
             (r"^\d{4}-\d{2}-\d{2}$", "%Y-%m-%d"),
-            (r"^\d{2}/\d{2}/\d{4}$", "%m/%d/%Y"),
-            (r"^\d{2}-\d{2}-\d{4}$", "%d-%m-%Y"),
+            (r"^\d{1,2}/\d{1,2}/\d{4}$", "%m/%d/%Y"),  # 7/8/2014 as well as 07/08/2014
+            (r"^\d{1,2}-\d{1,2}-\d{4}$", "%d-%m-%Y"),
             (r"^\d{8}$", "%Y%m%d"),
             (r"^[A-Za-z]+ \d{1,2}, \d{4}$", "%B %d, %Y"),
         ):
@@ -290,7 +291,7 @@ def check(source: str, r: Record, now: dt.datetime, order_ids: set[str]) -> tupl
         p.update(
             product_id=(v["product_id"] or "").strip(),
             category=(v["category"] or "").strip() or "Unknown",
-            unit_cost=uc if uc is not None else Decimal(0),
+            unit_cost=uc,  # None: the cost is unknown, not zero
             name=v["name"],
         )
     if _out_of_range(updated, now):
@@ -336,12 +337,70 @@ def refine(source: str, records: list[Record], now: dt.datetime, order_ids: set[
 
 
 def line_amounts(
-    q: int, price: Decimal, disc: Decimal, cost: Decimal
-) -> tuple[Decimal, Decimal, Decimal]:
+    q: int, price: Decimal, disc: Decimal, cost: Decimal | None
+) -> tuple[Decimal, Decimal, Decimal | None]:
+    """line_gross, line_net and line_cost (None when the unit cost is unknown)."""
     gross = (q * price).quantize(CENT, rounding=ROUND_HALF_UP)
     net = (q * price * (1 - disc / 100)).quantize(CENT, rounding=ROUND_HALF_UP)
-    line_cost = (q * cost).quantize(CENT, rounding=ROUND_HALF_UP)
+    line_cost = None if cost is None else (q * cost).quantize(CENT, rounding=ROUND_HALF_UP)
     return gross, net, line_cost
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _cents(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def revenue_anomalies(series: list[tuple[dt.date, Decimal]], orders: list[int]) -> dict:
+    """The revenue_anomalies method as README (Gold) states it, one day at a time.
+
+    series: (day, net revenue) for every calendar day in order; orders: that
+    day's revenue-bearing orders. Everything a day uses lies strictly before it.
+    """
+    x = [float(v) for _, v in series]
+    out: dict[dt.date, dict] = {}
+    raw: list[float | None] = []  # ln(x + c) - ln(seasonal norm + c)
+    residual: list[float | None] = []  # ln(x + c) - ln(expected + c)
+    for t, (day, revenue) in enumerate(series):
+        same_weekday = [x[t - 7 * w] for w in range(1, 9) if t - 7 * w >= 0]
+        norm = _median(same_weekday) if len(same_weekday) >= 4 else None
+        aov = _median([x[d] / orders[d] for d in range(max(0, t - 28), t) if orders[d] > 0])
+        unit = None if aov is None else max(aov, 0.01)
+        expected = r = None
+        if norm is not None and unit is not None:
+            raw.append(math.log(x[t] + unit) - math.log(norm + unit))
+            level = _median([v for v in raw[max(0, t - 14) : t] if v is not None]) or 0.0
+            expected = max(math.exp(math.log(norm + unit) + level) - unit, 0.0)
+            r = math.log(x[t] + unit) - math.log(expected + unit)
+        else:
+            raw.append(None)
+        residual.append(r)
+        recent = [abs(v) for v in residual[max(0, t - 56) : t] if v is not None]
+        lower = upper = score = None
+        if r is not None and len(recent) >= 14:
+            spread = max(1.4826 * statistics.median(recent), 0.15)
+            base = expected + unit
+            lower = _cents(max(base * math.exp(-3.5 * spread) - unit, 0.0))
+            upper = _cents(base * math.exp(3.5 * spread) - unit)
+            score = r / spread
+        direction = None
+        if lower is not None and revenue < lower:
+            direction = "drop"
+        elif upper is not None and revenue > upper:
+            direction = "spike"
+        out[day] = dict(
+            net_revenue=revenue,
+            expected_revenue=None if expected is None else _cents(expected),
+            lower_bound=lower,
+            upper_bound=upper,
+            score=score,
+            is_anomaly=direction is not None,
+            direction=direction,
+        )
+    return out
 
 
 def ntile(n_rows: int, buckets: int = 5) -> list[int]:
@@ -422,7 +481,7 @@ def compute(landing: Path, now: dt.datetime | None = None) -> Expected:
         if o["status"] not in REVENUE:
             continue
         product = products.get(item["product_id"])
-        cost = product["unit_cost"] if product else Decimal(0)
+        cost = product["unit_cost"] if product else None
         category = product["category"] if product else "Unknown"
         gross, net, line_cost = line_amounts(
             item["quantity"], item["unit_price"], item["discount_pct"], cost
@@ -434,12 +493,13 @@ def compute(landing: Path, now: dt.datetime | None = None) -> Expected:
         month = o["order_ts"].date().replace(day=1)
         c = categories.setdefault(
             (month, category),
-            dict(orders=set(), units=0, net_revenue=Decimal(0), gross_margin=Decimal(0)),
+            dict(orders=set(), units=0, net_revenue=Decimal(0), gross_margin=None),
         )
         c["orders"].add(o["order_id"])
         c["units"] += item["quantity"]
         c["net_revenue"] += net
-        c["gross_margin"] += net - line_cost
+        if line_cost is not None:  # margin over the lines of known cost only
+            c["gross_margin"] = (c["gross_margin"] or Decimal(0)) + net - line_cost
         if o["customer_id"] is not None:
             monetary[o["customer_id"]] += net
     for d in days.values():
@@ -490,27 +550,10 @@ def compute(landing: Path, now: dt.datetime | None = None) -> Expected:
             name for name, rs, fs in SEGMENTS if c["r_score"] in rs and c["f_score"] in fs
         )
 
-    anomalies: dict[dt.date, dict] = {}
     lo, hi = min(days), max(days)
-    series: list[tuple[dt.date, Decimal]] = []
-    day = lo
-    while day <= hi:
-        series.append((day, days[day]["net_revenue"] if day in days else Decimal(0)))
-        day += dt.timedelta(days=1)
-    for i, (day, x) in enumerate(series):
-        mean = std = z = None
-        if i >= 28:
-            window = [float(v) for _, v in series[i - 28 : i]]
-            mean = sum(window) / 28
-            std = math.sqrt(sum((w - mean) ** 2 for w in window) / 27)
-            z = (float(x) - mean) / std if std else None
-        flagged = z is not None and abs(z) >= 3
-        anomalies[day] = dict(
-            net_revenue=x,
-            baseline_mean=mean,
-            baseline_std=std,
-            z_score=z,
-            is_anomaly=flagged,
-            direction=("spike" if z > 0 else "drop") if flagged else None,
-        )
+    calendar = [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
+    anomalies = revenue_anomalies(
+        [(day, days[day]["net_revenue"] if day in days else Decimal(0)) for day in calendar],
+        [days[day]["orders"] if day in days else 0 for day in calendar],
+    )
     return Expected(refined, days, categories, rfm, anomalies)

@@ -54,17 +54,33 @@ def test_process_tree_memory_is_sampled():
     assert harness.tree_rss(os.getpid()) > 10 * 1024**2
 
 
+def _result(fill: float | None, **fields) -> dict:
+    """A latest.json-shaped result: every required key set to ``fill``, then ``fields``."""
+    result = {key: fill for key in harness.REQUIRED_KEYS}
+    result.update(
+        generated_at="2026-01-01T00:00:00Z",
+        elapsed_seconds=60.0,
+        results_equal=True,
+        steps={},
+        scaling=[],
+        incremental={},
+        dq={},
+        equality={"by_orders": {}},
+        machine=harness.machine_info((1.0, 1.0, 1.0)),
+        notes=[],
+    )
+    result.update(fields)
+    return result
+
+
 def test_report_has_every_required_key_and_renders():
     """The shape of latest.json and BENCHMARKS.md, without running the (minutes-long) bench."""
     spread = harness.stats([2.0, 1.0, 3.0])
     assert spread == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3, "values": [2.0, 1.0, 3.0]}
-    result = {key: 1.0 for key in harness.REQUIRED_KEYS}
-    result.update(
+    result = _result(
+        1.0,
         mode="quick",
-        generated_at="2026-01-01T00:00:00Z",
         orders=10_000,
-        elapsed_seconds=60.0,
-        results_equal=True,
         duckdb_peak_memory_gb=0.2,
         steps={
             layer: {"shoplake_seconds": 1.0, "duckdb_seconds": 0.5, "ratio_vs_duckdb": 2.0}
@@ -81,12 +97,117 @@ def test_report_has_every_required_key_and_renders():
                 "ratio_vs_duckdb": 4.0,
             }
         ],
-        incremental={},
-        dq={},
         equality={"by_orders": {"10000": {"equal": True}}},
-        machine=harness.machine_info((1.0, 1.0, 1.0)),
         notes=["a note"],
     )
     text = harness.render_markdown(result)
     assert "| 10,000 |" in text and "Mode: quick." in text and "- a note" in text
     assert result["machine"]["cores"] and result["machine"]["memory_gb"]
+
+
+def _run(seconds: float, jobs: int, commits: int, steps: dict[str, tuple]) -> dict:
+    return {
+        "seconds": seconds,
+        "jobs": jobs,
+        "commits": commits,
+        "steps": {n: {"seconds": s, "jobs": j, "commits": c} for n, (s, j, c) in steps.items()},
+    }
+
+
+def test_run_summary_takes_medians_per_run_and_per_step():
+    runs = [
+        _run(10.0, 40, 8, {"bronze.orders": (2.0, 5, 1), "silver.orders": (8.0, 35, 2)}),
+        _run(14.0, 44, 8, {"bronze.orders": (4.0, 5, 1), "silver.orders": (10.0, 39, 2)}),
+        _run(12.0, 42, 9, {"bronze.orders": (3.0, 7, 1)}),
+    ]
+    summary = harness.run_summary(runs)
+    assert summary["seconds"]["median"] == 12.0 and summary["seconds"]["runs"] == 3
+    assert (summary["jobs"], summary["commits"]) == (42, 8)
+    assert summary["steps"]["bronze.orders"] == {"seconds": 3.0, "jobs": 5, "commits": 1}
+    assert summary["steps"]["silver.orders"] == {"seconds": 9.0, "jobs": 37, "commits": 2}
+
+
+def test_small_lake_section_renders_before_after_and_targets():
+    """The small-lake section and the issue-14 targets, from a synthetic result."""
+    before_full = _run(
+        60.0, 400, 33, {"bronze.orders": (6.0, 20, 2), "silver.products": (19.5, 60, 3)}
+    )
+    before_inc = _run(
+        90.0, 547, 36, {"bronze.orders": (5.0, 22, 2), "silver.products": (20.0, 61, 3)}
+    )
+    after_full = _run(12.0, 40, 9, {"bronze.orders": (3.0, 4, 1), "silver.catalog": (5.0, 9, 1)})
+    after_inc = _run(8.0, 30, 9, {"bronze.orders": (2.0, 4, 1), "silver.catalog": (3.0, 6, 1)})
+    result = _result(
+        None,
+        mode="full",
+        orders=1_000_000,
+        full_ratio_vs_duckdb=3.5,
+        incremental_fraction=0.2,
+        peak_memory_gb=4.5,
+        incremental={"ratio_vs_duckdb_recompute": 0.5},
+        before={
+            "orders": 10_000,
+            "full": before_full,
+            "incremental": before_inc,
+            "fresh_process": [{"seconds": 88.0, "commits": 33}],
+            "code": "33abf1f",
+            "large": {"orders": 1_000_000, "full_ratio_vs_duckdb": 7.97},
+            "command": "python -m pipeline.bench.run_cost --orders 10000 --warm --fresh 1",
+            "machine_load": {"before": {"at": "2026-01-01T00:00:00Z", "load_average": [9.5]}},
+        },
+        small_lake={
+            "orders": 10_000,
+            "rows": {"orders": 11_600, "order_items": 29_600},
+            "fresh_process": {"seconds": harness.stats([50.0, 45.0, 41.0]), "commits": 9},
+            "duckdb": {"seconds": harness.stats([0.8]), "layers": {}, "peak_memory_gb": 0.2},
+            "warm": {
+                "pairs": [{"full": after_full, "incremental": after_inc}],
+                "full": harness.run_summary([after_full]),
+                "incremental": harness.run_summary([after_inc]),
+            },
+        },
+    )
+    result["targets"] = harness.targets(result)
+    met = {t["what"].split(":")[0] + t["limit"]: t["met"] for t in result["targets"]}
+    assert met["10,000 orders<= 15 s"] is True
+    assert met["10,000 orders<= 40 s"] is False  # median 45 s
+    assert met["1,000,000 orders<= 0.1x"] is False
+    assert met["1,000,000 orders< 1x"] is True
+    assert met["1,000,000 orders, warm session<= 4x"] is True
+    assert met["1,000,000 orders<= 4 GB"] is False
+    assert met["`make test` on a quiet machine<= 12 min"] is None
+
+    text = harness.render_markdown(result)
+    assert "## Small lake (10,000 orders)" in text
+    assert "| `run all`, fresh process | 88.0 s | 45.0 s | 0.51x |" in text
+    assert "| `run all`, warm session | 60.0 s | 12.0 s | 0.20x |" in text
+    assert "| incremental run after a 1 % append | 90.0 s | 8.0 s | 0.09x |" in text
+    # a before file without the run's own job count says its figure is the steps' sum
+    assert (
+        "| Spark jobs, incremental run (before: its steps' jobs only) | 547 | 30 | 0.05x |" in text
+    )
+    assert "| Delta commits, full run | 33 | 9 | 0.27x |" in text
+    assert "| ShopLake warm `run all` / DuckDB | n/a | 15.00x | |" in text
+    assert (
+        "| 1 | 10,000 orders: `run all` in a warm session | <= 15 s | 60.0 s | 12.0 s | **met** |"
+        in text
+    )
+    assert "fresh process, JVM start included | <= 40 s | 88.0 s | 45.0 s | **not met** |" in text
+    assert (
+        "| 2 | 10,000 orders: incremental run after a 1 % append / full run "
+        "| <= 1x | 1.50x | 0.67x | **met** |" in text
+    )
+    # per step: a step on both sides, one renamed away, one new
+    assert "| bronze.orders | 6.0 s | 3.0 s | 0.50x | 20 | 4 | 2 | 1 |" in text
+    assert "| silver.products | 19.5 s | n/a | n/a | 60 | n/a | 3 | n/a |" in text
+    assert "| silver.catalog | n/a | 5.0 s | n/a | n/a | 9 | n/a | 1 |" in text
+    assert "| **whole run** | 90.0 s | 8.0 s | 0.09x | 547 | 30 | 36 | 9 |" in text
+    assert "load average was [9.5]" in text and "33abf1f" in text
+    assert (
+        "| 3 | 1,000,000 orders, warm session: full run / DuckDB | <= 4x | 7.97x | 3.50x |" in text
+    )
+
+    result["small_lake"]["orders"] = 5_000  # figures of another size are not compared
+    text = harness.render_markdown(result)
+    assert "No before figures at this size" in text
+    assert "| `run all`, warm session | n/a | 12.0 s | n/a |" in text

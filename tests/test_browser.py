@@ -161,7 +161,7 @@ def test_first_visit_straight_to_a_page(browser: object, app_url: str, browser_l
     daily = DeltaTable(str(browser_lake / "gold" / "daily_sales")).to_pandas()
     dates = pd.to_datetime(daily["order_date"])
     last90 = daily[dates >= dates.max() - pd.Timedelta(days=89)]
-    expected = f"{Decimal(last90['net_revenue'].sum()):,.2f}"
+    expected = f"${Decimal(last90['net_revenue'].sum()):,.2f}"  # the default currency, USD
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -182,7 +182,8 @@ def test_first_visit_straight_to_a_page(browser: object, app_url: str, browser_l
 
 def test_every_page_in_chromium(browser: object, app_url: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # tall: Streamlit scrolls inside its own container, so a screenshot shows one viewport
+    context = browser.new_context(viewport={"width": 1400, "height": 3200})
     page = context.new_page()
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
@@ -195,6 +196,14 @@ def test_every_page_in_chromium(browser: object, app_url: str) -> None:
                 page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
             page.wait_for_timeout(1_000)  # icons and lazy widgets
             page.screenshot(path=str(SHOTS / f"{(path or 'home').lower()}.png"), full_page=True)
+            # issue 16.6: no KPI cut off ("1,423,718…"), no "None" cell text on the page
+            cut = page.locator('[data-testid="stMetricValue"]').evaluate_all(
+                "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"
+            )
+            assert not cut, (path, cut)
+            if path != "Quality":  # another page's formats
+                words = page.locator("main").inner_text().split()
+                assert "None" not in words and "nan" not in words, path
     finally:
         context.close()
     assert not page_errors, page_errors

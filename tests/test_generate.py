@@ -1,7 +1,7 @@
 """The demo generator: determinism, exact manifests, clean data, appends.
 
 The defect counts are re-derived from the files by an independent reader
-written here from the data contract (DESIGN sections 2 and 3), not from the
+written here from the data contract (docs/contract.md §2 and §3), not from the
 generator's code, and compared with the manifests rule by rule.
 """
 
@@ -61,7 +61,7 @@ INGESTED = datetime(2026, 11, 1, tzinfo=UTC)  # any day after the data window
 
 
 def parse_ts(text: str | None) -> datetime | None:
-    """The timestamp formats of DESIGN section 3; None when unparseable."""
+    """The timestamp formats of docs/contract.md §3; None when unparseable."""
     if text is None:
         return None
     try:
@@ -71,9 +71,9 @@ def parse_ts(text: str | None) -> datetime | None:
             return datetime.fromtimestamp(int(text), UTC)
         elif re.fullmatch(r"\d{8}", text):
             value = datetime.strptime(text, "%Y%m%d")
-        elif re.fullmatch(r"\d{2}/\d{2}/\d{4}", text):
+        elif re.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}", text):  # month, day may be unpadded
             value = datetime.strptime(text, "%m/%d/%Y")
-        elif re.fullmatch(r"\d{2}-\d{2}-\d{4}", text):
+        elif re.fullmatch(r"\d{1,2}-\d{1,2}-\d{4}", text):
             value = datetime.strptime(text, "%d-%m-%Y")
         elif re.fullmatch(r"[A-Z][a-z]+ \d{1,2}, \d{4}", text):
             value = datetime.strptime(text, "%B %d, %Y")
@@ -613,3 +613,69 @@ def test_extreme_rates_stay_exact(tmp_path: Path, seed: int) -> None:
     generate(tmp_path, orders=600, batches=4, seed=seed, defect_rate=0.25, rates=rates)
     generate(tmp_path, orders=200, seed=seed, defect_rate=0.25, rates=rates, append=True)
     assert_manifests_match(tmp_path / "landing")
+
+
+# ------------------------------------------------------------------ labelled anomalies
+
+
+def _orders_per_day(landing: Path, manifests: list[dict]) -> pd.Series:
+    orders = pd.concat(
+        pd.read_csv(landing / "orders" / m["files"]["orders"], dtype=str) for m in manifests
+    )
+    return orders["order_ts"].str[:10].value_counts()
+
+
+def test_labelled_anomalies_in_the_manifest(tmp_path: Path) -> None:
+    ms = generate(tmp_path, orders=40_000, batches=2, seed=4, defect_rate=0)
+    labels = [a for m in ms for a in m["anomalies"]]
+    # the default: the catalogue's fixed days, each in the manifest of its batch
+    assert sorted((a["date"], a["kind"]) for a in labels) == [
+        ("2025-08-29", "promotion"),
+        ("2025-09-16", "outage"),
+        ("2025-11-28", "promotion"),
+        ("2025-12-01", "promotion"),
+        ("2026-02-17", "outage"),
+        ("2026-03-20", "promotion"),
+        ("2026-05-12", "promotion"),
+    ]
+    for m in ms:
+        for a in m["anomalies"]:
+            assert m["window"]["start"][:10] <= a["date"] < m["window"]["end"][:10]
+            assert a["direction"] == {"promotion": "spike", "outage": "drop"}[a["kind"]]
+    per_day = _orders_per_day(tmp_path / "landing", ms)
+    labelled = {a["date"] for a in labels}
+    normal = per_day[~per_day.index.isin(labelled)]
+    median = normal.median()
+    for a in labels:  # an outage day falls to <= 40 % of normal, a promotion day >= 250 %
+        if a["kind"] == "outage":
+            assert per_day.get(a["date"], 0) <= 0.4 * median, a
+        else:
+            assert per_day[a["date"]] >= 2.5 * median, a
+    # weekly rhythm of normal days: a weekend uplift, Saturday well above Tuesday
+    weekday = pd.to_datetime(normal.index).dayofweek
+    by_weekday = normal.groupby(weekday).mean()
+    assert by_weekday[5] > 1.25 * by_weekday[1]
+    assert normal.max() < 2.0 * median, "no unlabelled promotion-sized day"
+
+
+def test_anomaly_counts_are_options(tmp_path: Path) -> None:
+    ms = generate(tmp_path / "a", orders=3000, batches=3, seed=8, promotions=9, outages=4)
+    labels = [a for m in ms for a in m["anomalies"]]
+    assert sum(a["kind"] == "promotion" for a in labels) == 9
+    assert sum(a["kind"] == "outage" for a in labels) == 4
+    assert len({a["date"] for a in labels}) == 13, "one anomaly per day at most"
+    assert min(a["date"] for a in labels) >= "2025-08-26", "eight weeks of history first"
+    assert ms[0]["parameters"]["promotions"] == 9 and ms[0]["parameters"]["outages"] == 4
+    again = generate(tmp_path / "b", orders=3000, batches=3, seed=8, promotions=9, outages=4)
+    assert [m["anomalies"] for m in again] == [m["anomalies"] for m in ms]
+    assert digest(tmp_path / "a" / "landing") == digest(tmp_path / "b" / "landing")
+    none = generate(tmp_path / "c", orders=3000, batches=1, seed=8, promotions=0, outages=0)
+    assert none[0]["anomalies"] == []
+    (appended,) = generate(tmp_path / "a", orders=300, seed=8, append=True)
+    assert appended["anomalies"] == [], "an append injects none unless asked"
+    (appended,) = generate(tmp_path / "a", orders=300, seed=8, append=True, outages=1)
+    assert [a["kind"] for a in appended["anomalies"]] == ["outage"]
+    with pytest.raises(ValueError, match="promotions must be an integer"):
+        generate(tmp_path / "d", orders=100, promotions=-1)
+    with pytest.raises(ValueError, match="do not fit"):
+        generate(tmp_path / "d", orders=100, promotions=300, outages=100)

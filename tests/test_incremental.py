@@ -12,6 +12,8 @@ reference in tests/test_pipeline.py::test_new_batch_reads_only_its_files.)
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,18 @@ def _assert_increment(result: RunResult, unchanged: tuple[str, ...] = ()) -> Non
     for name in INCREMENTAL:
         note = "no new Bronze files" if name in unchanged else "incremental"
         assert any(note in n for n in _step(result, name).notes), (name, _step(result, name))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def always_incremental() -> Iterator[None]:
+    """These lakes are small: without this, new files would be recomputed, not merged."""
+    previous = os.environ.get("SHOPLAKE_INCREMENTAL_MIN_ROWS")
+    os.environ["SHOPLAKE_INCREMENTAL_MIN_ROWS"] = "0"
+    yield
+    if previous is None:
+        os.environ.pop("SHOPLAKE_INCREMENTAL_MIN_ROWS", None)
+    else:
+        os.environ["SHOPLAKE_INCREMENTAL_MIN_ROWS"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +202,29 @@ def test_plan_recomputes_only_when_it_must() -> None:
     assert reason(upstream_files=set()) == "Bronze lost files that Silver had refined"
     same = make_plan(state, {"a.csv"}, {"o.csv"}, "fp", True, False)
     assert same.nothing_new and not same.full
+
+
+def test_small_sources_recomputed_pass_their_keys_to_the_fact(spark, tmp_path: Path) -> None:
+    """Customers and orders under the size threshold are recomputed, items above it merged:
+    fact_sales, rebuilt only for the keys the new files touched, equals a full rebuild."""
+    root = tmp_path / "lake"
+    with lake_at(root):
+        generate(root, orders=200, batches=2, seed=33, defect_rate=0.05)
+        _run(spark)
+        generate(root, orders=20, seed=33, defect_rate=0.05, append=True)
+        _run(spark, "bronze")
+        items = lake.row_count(spark, "bronze", "order_items")
+        assert lake.row_count(spark, "bronze", "orders") < items
+        os.environ["SHOPLAKE_INCREMENTAL_MIN_ROWS"] = str(items)  # reset by the module fixture
+        try:
+            result = _run(spark, "silver")
+        finally:
+            os.environ["SHOPLAKE_INCREMENTAL_MIN_ROWS"] = "0"
+        notes = {s.step: " ".join(s.notes) for s in result.steps}
+        for name in ("silver.customers", "silver.orders"):
+            assert "new files in a small table" in notes[name], notes[name]
+        assert "incremental" in notes["silver.order_items"], notes["silver.order_items"]
+        assert "incremental: lines of" in notes["silver.fact_sales"], notes["silver.fact_sales"]
+        after = _snapshot(spark)
+        _run(spark, "silver", full_refresh=True)
+        assert _snapshot(spark) == after

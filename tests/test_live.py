@@ -1,5 +1,7 @@
 """The live stream: rules, windows, exactly-once delivery, broker restarts, the page.
 
+Long (~460 lines): the stream's tests share one broker fixture and lake helpers.
+
 The end-to-end tests produce events (with malformed ones and re-sent
 duplicates), run the one streaming query with availableNow semantics, and
 compare gold.live_sales_minute with an independent Python computation over
@@ -13,6 +15,7 @@ import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.live_support import (
@@ -135,8 +138,8 @@ def test_one_pass_batch_frame_equals_the_dataframe_functions(spark) -> None:
     """
     from pyspark.sql import functions as F
 
+    from pipeline.live import arrow_rules, plan
     from pipeline.live import events as ev
-    from pipeline.live import stream
     from pipeline.quality.expectations import count_failures, flag, is_quarantined
 
     def event(event_id: str, ts: str, status: str = "shipped", **item: object) -> str:
@@ -166,17 +169,17 @@ def test_one_pass_batch_frame_equals_the_dataframe_functions(spark) -> None:
     )
     now = dt.datetime(2025, 3, 1, 10, 5, tzinfo=dt.UTC)
     raw = kafka.select(
-        *[F.col(c) for c in stream.RAW_COLUMNS],
+        *[F.col(c) for c in plan.RAW_COLUMNS],
         F.concat_ws("/", "topic", "partition", "offset").alias("_record_id"),
         F.lit("live-kafka-test-000001").alias("_batch_id"),
-        stream._batch_ts(now).alias("_ingested_at"),
+        plan.batch_ts(now).alias("_ingested_at"),
     )
-    frame = stream.batch_frame(raw).toArrow()
+    frame = plan.batch_frame(raw).toArrow()
     assert frame.num_rows == len(values), "every record stays for Bronze"
 
     flagged = flag(ev.parse_events(raw), ev.EXPECTATIONS)
     expected_counts = count_failures(flagged, ev.EXPECTATIONS)
-    assert stream.rule_counts(frame, ev.EXPECTATIONS) == expected_counts
+    assert arrow_rules.rule_counts(frame, ev.EXPECTATIONS) == expected_counts
     assert {c.rule: c.rows_failed for c in expected_counts if c.rows_failed} == {
         "malformed_record": 2,
         "invalid_event_ts": 1,
@@ -188,16 +191,16 @@ def test_one_pass_batch_frame_equals_the_dataframe_functions(spark) -> None:
     def rows_of(table, key: str) -> list[dict]:
         return sorted(table.to_pylist(), key=lambda r: str(r[key]))
 
-    quarantined = stream._unprefixed(
-        frame.filter(frame["_q_source_table"].is_valid()), stream._QUARANTINE_PREFIX
+    quarantined = arrow_rules.unprefixed(
+        frame.filter(frame["_q_source_table"].is_valid()), plan.QUARANTINE_PREFIX
     )
-    expected_quarantine = stream.quarantine_rows(flagged.filter(is_quarantined())).toArrow()
+    expected_quarantine = plan.quarantine_rows(flagged.filter(is_quarantined())).toArrow()
     assert rows_of(quarantined, "record_id") == rows_of(expected_quarantine, "record_id")
 
     valid = flagged.filter(~is_quarantined())
     first, _ = ev.first_per_event(valid, ["partition", "offset", "_record_id"])
-    expected_events = ev.event_totals(first, keep=stream.LINEAGE_COLUMNS).toArrow()
-    events = stream.first_deliveries(frame)
+    expected_events = ev.event_totals(first, keep=plan.LINEAGE_COLUMNS).toArrow()
+    events = arrow_rules.first_deliveries(frame)
     assert events.column_names == expected_events.column_names
     assert rows_of(events, "event_id") == rows_of(expected_events, "event_id")
     assert [r["_record_id"] for r in rows_of(events, "event_id")][0] == "orders/0/100"
@@ -375,3 +378,152 @@ def test_live_page_starts_and_stops_everything(
         stream.stop()
         producer.stop_background()
         broker.stop()
+
+
+# ---------------------------------------------------------------- issue 16: realism, status
+
+
+def _aov(events: list[dict]) -> Decimal:
+    windows = expected_minutes(events).values()
+    orders = sum(w[0] for w in windows)
+    return sum((w[2] for w in windows), Decimal(0)) / orders
+
+
+def test_live_orders_come_from_the_batch_shop(
+    use_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live AOV within 25 % of the batch AOV; products and customers are the lake's own."""
+    from deltalake import DeltaTable
+
+    from pipeline.live import producer
+
+    now = dt.datetime.now(dt.UTC)
+    factory = producer.EventFactory(17)
+    assert factory.shop.source == "silver"
+    events = [factory.valid(now, 0) for _ in range(4000)]
+    daily = DeltaTable(str(use_lake / "gold" / "daily_sales")).to_pandas()
+    batch = daily["net_revenue"].sum() / Decimal(int(daily["orders"].sum()))
+    live = _aov(events)
+    assert abs(live / batch - 1) <= Decimal("0.25"), (live, batch)
+    products = set(DeltaTable(str(use_lake / "silver" / "products")).to_pandas()["product_id"])
+    customers = set(DeltaTable(str(use_lake / "silver" / "customers")).to_pandas()["customer_id"])
+    assert {i["product_id"] for e in events for i in e["items"]} <= products
+    assert {e["customer_id"] for e in events} <= customers
+    baskets = [len(e["items"]) for e in events]
+    assert max(baskets) == 5 and 2.2 < sum(baskets) / len(baskets) < 2.9  # the generator's 1..5
+
+    # a lake without data: the generator's own catalogue (no batch to compare with)
+    monkeypatch.setenv("SHOPLAKE_LAKE", str(tmp_path / "bare"))
+    bare = producer.EventFactory(17)
+    assert bare.shop.source == "generator"
+    event = bare.valid(now, 0)
+    assert event["customer_id"].startswith("C") and len(event["customer_id"]) == 8
+    assert all(
+        i["product_id"].startswith("P") and len(i["product_id"]) == 7 for i in event["items"]
+    )
+
+
+def test_home_says_stopped_right_after_the_query_stops(
+    spark,
+    empty_lake: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 16.1: status from the running query itself, the same on Home, Live and the CLI."""
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.live import cli, health, producer, stream
+
+    monkeypatch.setenv("SHOPLAKE_STREAM_SOURCE", "files")
+    producer.produce(events=40, seed=402, target="files")
+
+    def home() -> str:
+        at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=120)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return " ".join(e.value for e in [*at.success, *at.info, *at.warning])
+
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=240)
+    at.run()
+    at.switch_page("pages/8_Live.py").run()
+    try:
+        at.button(key="live_query_start").click().run()
+        wait_for(lambda: stream.status()["batches"] >= 1, 240, "a batch started from the page")
+        assert health.live_status(check_broker=False).running
+        assert "Stream running" in home()
+        assert cli.main(["stream", "status"]) == 0  # the command line says the same
+        assert "Stream running: query on files" in capsys.readouterr().out
+        at.run()
+        assert {m.label: m.value for m in at.metric}["Query"] == "running"
+        at.button(key="live_query_stop").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown = home()
+        assert "Stream stopped" in shown and "Stream running" not in shown, shown
+        assert {m.label: m.value for m in at.metric}["Query"] == "stopped"
+        assert cli.main(["stream", "status"]) == 3
+        assert "Stream stopped" in capsys.readouterr().out
+    finally:
+        stream.stop()
+
+
+# ---------------------------------------------------------------- the page's reads
+
+
+def _one_minute(lake: Path, start: pd.Timestamp, orders: int) -> None:
+    """Append one row to gold.live_sales_minute (a new Delta version)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    ts = pa.timestamp("us", tz="UTC")
+    money = pa.decimal128(18, 2)
+    row = pa.table(
+        {
+            "window_start": pa.array([start], ts),
+            "window_end": pa.array([start + pd.Timedelta(minutes=1)], ts),
+            "orders": pa.array([orders], pa.int64()),
+            "units": pa.array([2 * orders], pa.int64()),
+            "net_revenue": pa.array([Decimal("10.00") * orders], money),
+            "avg_order_value": pa.array([Decimal("10.00")], money),
+        }
+    )
+    write_deltalake(str(lake / "gold" / "live_sales_minute"), row, mode="append")
+
+
+def test_live_page_reads_through_the_pages_cached_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Live page reads its Gold tables with pipeline.read, once per Delta version."""
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline import read
+    from tests.pages_support import HOME, PAGE_FILES, metric
+
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("SHOPLAKE_LAKE", str(lake))
+    now = pd.Timestamp.now(tz="UTC").floor("min")
+    _one_minute(lake, now - pd.Timedelta(minutes=10), orders=3)
+    calls: list[tuple[str, str]] = []
+    real = read.read_table
+
+    def counting(layer: str, table: str, columns=None) -> pd.DataFrame:
+        calls.append((layer, table))
+        return real(layer, table, columns)
+
+    monkeypatch.setattr(read, "read_table", counting)
+    at = AppTest.from_file(str(HOME), default_timeout=120)
+    at.run()
+    at.switch_page(PAGE_FILES["live"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert metric(at, "Orders, last hour") == "3"
+    assert {("gold", "live_sales_minute"), ("gold", "live_alerts")} <= set(calls)
+
+    seen = len(calls)
+    at.run()  # no new commit: both tables come from the cache
+    assert ("gold", "live_sales_minute") not in calls[seen:]
+    assert metric(at, "Orders, last hour") == "3"
+
+    _one_minute(lake, now - pd.Timedelta(minutes=5), orders=4)
+    seen = len(calls)
+    at.run()  # a new version is read again
+    assert calls[seen:].count(("gold", "live_sales_minute")) == 1
+    assert metric(at, "Orders, last hour") == "7"

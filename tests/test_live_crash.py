@@ -38,6 +38,7 @@ from tests.live_support import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+HOOKS_SITE = Path(__file__).resolve().parent / "hooks_site"
 SUBPROCESS_SECONDS = 300
 
 pytestmark = pytest.mark.kafka
@@ -57,17 +58,39 @@ def _labelled(lake: Path, layer: str, table: str, column: str, batch_id: int) ->
 # ---------------------------------------------------------------- a killed process
 
 
+def _hooks_pythonpath() -> str:
+    """tests/hooks_site first (its sitecustomize), then the repository, then what was set."""
+    parts = [str(HOOKS_SITE), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return os.pathsep.join(p for p in parts if p)
+
+
+def test_pause_hook_is_installed_only_by_the_test_site() -> None:
+    """The subprocess gets the commit hook from tests/hooks_site; a plain one gets none."""
+    probe = "from pipeline.live import hooks; print(hooks.installed() is not None)"
+    hooked = {**os.environ, "PYTHONPATH": _hooks_pythonpath(), "SHOPLAKE_TEST_PAUSE_AFTER": "dq:2"}
+    plain = {**os.environ, "SHOPLAKE_TEST_PAUSE_AFTER": "dq:2"}
+    for env, expected in ((hooked, "True"), (plain, "False")):
+        out = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expected, (expected, out.stdout, out.stderr)
+
+
 def _spawn_stream(log: Path, max_per_batch: int, pause_after: str) -> subprocess.Popen:
     """`python -m pipeline stream run` in its own process group (the JVM dies with it).
 
     ``pause_after`` (step:batch) holds the process right after that commit, so the
-    SIGKILL lands there for certain instead of racing the next commit.
+    SIGKILL lands there for certain instead of racing the next commit: the
+    test-only tests/hooks_site/sitecustomize.py installs that commit hook
+    (pipeline.live.hooks) at the subprocess's start-up.
     """
     env = {
         **os.environ,
         "SHOPLAKE_DRIVER_MEMORY": "1g",
         "SHOPLAKE_SPARK_UI": "false",
-        stream.PAUSE_ENV: pause_after,
+        "PYTHONPATH": _hooks_pythonpath(),
+        "SHOPLAKE_TEST_PAUSE_AFTER": pause_after,
     }
     with open(log, "ab") as out:
         return subprocess.Popen(

@@ -1,13 +1,15 @@
-"""Each normalisation rule of DESIGN.md section 3 on a hand-made messy batch (no Delta I/O)."""
+"""Each normalisation rule of docs/contract.md §3 on a hand-made messy batch (no Delta I/O)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 from pyspark.sql import functions as F
 
 from pipeline.contract import SOURCES
+from pipeline.live.events import parse_events
 from pipeline.silver import order_items, orders
 from pipeline.silver.normalise import (
     line_net,
@@ -16,6 +18,7 @@ from pipeline.silver.normalise import (
     parse_timestamp,
 )
 from pipeline.silver.refine import refine
+from tests.reference import parse_ts
 
 TIMESTAMPS = {
     "2024-01-05 10:20:30": dt.datetime(2024, 1, 5, 10, 20, 30),
@@ -34,6 +37,33 @@ TIMESTAMPS = {
     "31/31/2024": None,
     "2024": None,
     "": None,
+    # month and day without a leading zero, as spreadsheets write them (docs/contract.md §3)
+    "7/8/2014": dt.datetime(2014, 7, 8),
+    "07/8/2014": dt.datetime(2014, 7, 8),
+    "7/08/2014": dt.datetime(2014, 7, 8),
+    "12/31/2014": dt.datetime(2014, 12, 31),
+    "8-7-2014": dt.datetime(2014, 7, 8),
+    "08-7-2014": dt.datetime(2014, 7, 8),
+    "31-1-2014": dt.datetime(2014, 1, 31),
+    " 7/8/2014\t": dt.datetime(2014, 7, 8),
+    # ... and their near misses
+    "13/8/2014": None,  # month 13
+    "7/32/2014": None,  # day 32
+    "2/30/2014": None,  # no such day
+    "0/8/2014": None,  # month 0
+    "7/0/2014": None,  # day 0
+    "7/8/14": None,  # two-digit year
+    "7/8/02014": None,  # five-digit year
+    "007/8/2014": None,  # three-digit month
+    "7/008/2014": None,  # three-digit day
+    "8-13-2014": None,  # dd-MM: month 13
+    "32-7-2014": None,  # dd-MM: day 32
+    "8-7-14": None,
+    "7/8-2014": None,  # mixed separators
+    "7.8.2014": None,
+    "7 / 8 / 2014": None,
+    "\u0667/8/2014": None,  # a non-ASCII digit
+    "7/8/2014 10:00": None,  # a time after a spreadsheet date is not a section 3 format
 }
 
 
@@ -44,6 +74,29 @@ def test_every_accepted_timestamp_format(spark):
         for r in df.select("raw", parse_timestamp(F.col("raw")).alias("ts")).collect()
     }
     assert got == TIMESTAMPS
+
+
+def test_reference_parser_reads_timestamps_as_spark_does():
+    """tests/reference.py is the independent check of Gold: it must agree on every case."""
+    got = {raw: parse_ts(raw) for raw in TIMESTAMPS}
+    assert got == TIMESTAMPS
+
+
+def test_live_events_accept_the_same_timestamps(spark):
+    """The stream parses event_ts with the same rules (pipeline.live.events.parse_events)."""
+    raws = ["7/8/2014", "8-7-2014", "13/8/2014", "7/8/14", "007/8/2014"]
+    values = [
+        (json.dumps({"event_id": f"E{i}", "order_id": f"O{i}", "event_ts": raw}),)
+        for i, raw in enumerate(raws)
+    ]
+    raw = spark.createDataFrame(values, "value string").select(
+        F.col("value"), F.current_timestamp().alias("_ingested_at")
+    )
+    got = {
+        r["event_ts_raw"]: r["_event_ts"]
+        for r in parse_events(raw).select("event_ts_raw", "_event_ts").collect()
+    }
+    assert got == {raw: TIMESTAMPS[raw] for raw in raws}
 
 
 STATUSES = [

@@ -38,6 +38,14 @@ from tests.pages_support import (
 )
 
 PAGE_TIMEOUT = 120  # seconds: the first Sales render builds the cube
+COUNT_COLUMNS = [
+    "rows_in",
+    "rows_out",
+    "rows_quarantined",
+    "duplicates",
+    "superseded",
+    "unaccounted",
+]
 RUN_TIMEOUT = 900  # a pipeline run clicked on the Pipeline page
 
 
@@ -93,7 +101,15 @@ def delta(lake: Path, layer: str, table: str) -> pd.DataFrame:
 
 
 def money(value: Decimal | float) -> str:
-    return f"{Decimal(value):,.2f}"
+    """Money as the pages show it: the default currency (USD), separators, cents."""
+    amount = Decimal(str(value)).quantize(Decimal("0.01"))
+    return f"{'-' if amount < 0 else ''}${abs(amount):,.2f}"
+
+
+def numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A table column shown as text where it has gaps ("1,234" / "—") back to numbers."""
+    text = frame[column].astype(str).str.replace(",", "").replace("—", None)
+    return pd.to_numeric(text, errors="coerce")
 
 
 def window(daily: pd.DataFrame, days: int) -> pd.DataFrame:
@@ -264,8 +280,8 @@ def test_live_status_and_alerts(point_lake, pages_synthetic_lake: Path) -> None:
     lake = point_lake(pages_synthetic_lake)
     at = open_page("home")
     assert_clean(at)
-    warnings = " ".join(w.value for w in at.warning)
-    assert "Stream stale" in warnings and "30 windows" in warnings, warnings
+    infos = " ".join(i.value for i in at.info)
+    assert "Stream stopped" in infos and "30 windows" in infos, infos
     alerts = delta(lake, "gold", "live_alerts")
     at = open_page("anomalies")
     assert_clean(at)
@@ -302,25 +318,28 @@ def test_spark_watch_follows_stages_and_tasks(spark) -> None:
 
 
 def test_quality_scores_equal_dq_results(point_lake, pages_synthetic_lake: Path) -> None:
+    """docs/quality.md "Score": records that passed every quarantine and fail rule, weighted."""
     lake = point_lake(pages_synthetic_lake)
     dq = delta(lake, "gold", "dq_results")
     latest_run = dq.sort_values("checked_at").groupby(["layer", "table"])["run_id"].last()
-    scores = [
-        dq[(dq["layer"] == layer) & (dq["table"] == table) & (dq["run_id"] == run)][
-            "pass_rate"
-        ].mean()
-        for (layer, table), run in latest_run.items()
-    ]
+    checked = failed = 0
+    for (layer, table), run in latest_run.items():
+        rows = dq[(dq["layer"] == layer) & (dq["table"] == table) & (dq["run_id"] == run)]
+        gates = rows[rows["action"].isin(["quarantine", "fail"])]
+        checked += int((gates if len(gates) else rows)["rows_checked"].max())
+        # no fates recorded in this lake: each failure is taken as a distinct record
+        failed += int(gates["rows_failed"].sum())
     at = open_page("quality")
     assert_clean(at)
-    assert metric(at, "Overall") == f"{sum(scores) / len(scores) * 100:.1f}%"
-    failing = next(d.value for d in at.dataframe if "rows_failed" in d.value.columns)
-    assert set(failing["rule"]) == {
+    assert metric(at, "Overall") == f"{(1 - failed / checked) * 100:.1f}%"
+    rules, failing = [d.value for d in at.dataframe if "Pass rate" in d.value.columns]
+    assert set(failing["Rule"]) == {
         "valid_status",
         "order_id_present",
         "quantity_in_range",
         "valid_email",
     }
+    assert "orders_non_negative" in set(rules["Rule"])  # every rule with its pass rate
 
 
 def test_quarantine_samples_are_shown_as_data_not_html(
@@ -328,12 +347,13 @@ def test_quarantine_samples_are_shown_as_data_not_html(
 ) -> None:
     point_lake(pages_synthetic_lake)
     at = open_page("quality")
-    at.selectbox[0].set_value("valid_status").run()
+    at.selectbox(key="sample_rule").set_value(("orders", "valid_status", 40)).run()
     assert_clean(at)
-    sample = next(d.value for d in at.dataframe if "raw_record" in d.value.columns)
+    sample = next(d.value for d in at.dataframe if "Rules failed" in d.value.columns)
     assert len(sample) == 25  # 40 records carry the rule; the page shows 25
-    assert sample["rules"].str.contains("valid_status").all()
-    assert "<script>" in sample["raw_record"].iloc[0]  # kept verbatim, as data
+    assert sample["Rules failed"].str.contains("valid_status").all()
+    raw = at.code[0].value.splitlines()
+    assert len(raw) == 25 and "<script>" in raw[0]  # kept verbatim, as data
     rendered = " ".join(m.value for m in at.markdown)
     assert "<script>" not in rendered
 
@@ -401,6 +421,7 @@ def test_pages_on_engine_lake(point_lake, populated_lake: Path) -> None:
     at = open_page("pipeline")
     assert_clean(at)
     recon = next(d.value for d in at.dataframe if "unaccounted" in d.value.columns)
+    recon = recon.assign(**{c: numbers(recon, c) for c in COUNT_COLUMNS})
     silver = recon[recon["step"].str.startswith("silver.") & recon["duplicates"].notna()]
     assert len(silver) >= 4, recon
     assert (silver["unaccounted"] == 0).all(), silver
@@ -506,3 +527,408 @@ def test_sales_period_counts_back_from_the_latest_order(
     assert "02 Apr 2025 – 30 Jun 2025" in shown, shown
     at.button_group(key="period").set_value("Last 30 days").run()
     assert "01 Jun 2025 – 30 Jun 2025" in [m.value for m in at.markdown]
+
+
+# ------------------------------------------------------------------------------------ quality page
+
+
+def _quality_charts(at: AppTest) -> dict[str, dict]:
+    """The page's Plotly figures by title (AppTest keeps their JSON spec)."""
+    figures = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    return {f["layout"]["title"]["text"]: f for f in figures}
+
+
+def test_quality_page_shows_the_cli_scores_readably(point_lake, pages_synthetic_lake: Path) -> None:
+    """The page and `python -m pipeline quality --json` show the same scores, readably."""
+    import subprocess
+    import sys
+
+    lake = point_lake(pages_synthetic_lake)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "quality", "--json"],
+        env={**os.environ, "SHOPLAKE_LAKE": str(lake)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    cli = json.loads(done.stdout)
+    at = open_page("quality")
+    assert_clean(at)
+    assert metric(at, "Overall") == f"{cli['overall']['score'] * 100:.1f}%"
+    for layer in cli["layers"]:
+        label = f"{layer['layer'].title()} ({layer['tables']} tables)"
+        assert metric(at, label) == f"{layer['score'] * 100:.1f}%"
+    table = next(d.value for d in at.dataframe if "Records checked" in d.value.columns)
+    shown = dict(zip(table["Table"], table["Score"], strict=True))
+    want = {
+        f"{t['layer'].title()} · {t['table'].replace('_', ' ')}": t["score"] for t in cli["tables"]
+    }
+    assert shown == pytest.approx(want)
+    assert shown["Silver · orders"] < 0.99  # 60 of 3,000 orders quarantined: 98 %, not 99 %
+    # readable: no raw column names, no "None" cells
+    for frame in (d.value for d in at.dataframe):
+        assert not [c for c in frame.columns if "_" in c], list(frame.columns)
+        assert not frame.isin(["None", "nan"]).any().any(), frame
+        assert not frame.isna().any().any(), frame
+    charts = _quality_charts(at)
+    assert charts["Score"]["layout"]["xaxis"]["range"] == [0, 100]
+    trend = charts["Score per run"]
+    assert {t["mode"] for t in trend["data"]} == {"lines+markers"}
+    assert trend["layout"]["yaxis"]["range"] == [0, 100]
+    # the sample box opens on a rule that has quarantined records
+    source, rule, records = at.selectbox(key="sample_rule").value
+    assert records > 0 and (source, rule) == ("orders", "valid_status")
+    assert len(at.code[0].value.splitlines()) == 25
+
+
+def test_home_overall_score_is_the_quality_pages(point_lake, tmp_path: Path) -> None:
+    """Home's overall score is the records-weighted one of the Quality page and the CLI."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pipeline.quality.report import build_report
+
+    lake = point_lake(tmp_path / "lake")
+    now = pd.Timestamp("2025-07-01 08:00", tz="UTC")
+    dq = pd.DataFrame(
+        {
+            "run_id": ["r1"] * 2,
+            "layer": ["silver"] * 2,
+            "table": ["orders", "customers"],
+            "rule": ["unknown_status", "missing_key"],
+            "action": ["quarantine"] * 2,
+            "rows_checked": [1000, 10],
+            "rows_failed": [100, 0],
+            "pass_rate": [0.9, 1.0],
+            "checked_at": [now] * 2,
+        }
+    )
+    write_deltalake(str(lake / "gold" / "dq_results"), pa.Table.from_pandas(dq))
+    report = build_report()  # what `python -m pipeline quality` prints
+    assert report["overall"]["score"] == pytest.approx(910 / 1010)
+    home = open_page("home")
+    assert_clean(home)
+    assert metric(home, "Overall quality score") == "90.1%"  # not the tables' mean, 95.0 %
+    quality = open_page("quality")
+    assert_clean(quality)
+    assert metric(quality, "Overall") == "90.1%"
+
+
+def test_quality_page_with_one_run_and_a_long_record(point_lake, tmp_path: Path) -> None:
+    """One run: a value, not scattered dots; a long raw record is shown whole."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    lake = point_lake(tmp_path / "lake")
+    now = pd.Timestamp("2025-07-01 08:00", tz="UTC")
+    dq = pd.DataFrame(
+        {
+            "run_id": ["r1"] * 3,
+            "layer": ["silver"] * 3,
+            "table": ["orders"] * 3,
+            "rule": ["unknown_status", "missing_key", "valid_email"],
+            "action": ["quarantine", "quarantine", "warn"],
+            "rows_checked": [200, 200, 200],
+            "rows_failed": [20, 0, 7],
+            "pass_rate": [0.9, 1.0, 0.965],
+            "checked_at": [now] * 3,
+        }
+    )
+    write_deltalake(str(lake / "gold" / "dq_results"), pa.Table.from_pandas(dq))
+    tail = '"status": "teleported"}'
+    record = '{"order_id": "1", "note": "' + "x" * 600 + '", ' + tail
+    quarantine = pa.table(
+        {
+            "source_table": ["orders"],
+            "record_key": pa.array([None], pa.string()),
+            "rules": [["unknown_status"]],
+            "raw_record": [record],
+            "batch_id": ["batch-000001"],
+            "quarantined_at": pa.array([now.to_pydatetime()], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    write_deltalake(str(lake / "silver" / "quarantine"), quarantine)
+    at = open_page("quality")
+    assert_clean(at)
+    assert metric(at, "Overall") == "90.0%"  # 20 of 200 quarantined; warn rules do not count
+    assert "Score per run" not in _quality_charts(at)
+    assert any("One run so far: overall 90.0%" in i.value for i in at.info)
+    assert at.code[0].value == record  # whole, the bad field at its end included
+    sample = next(d.value for d in at.dataframe if "Rules failed" in d.value.columns)
+    assert sample["Record key"].tolist() == ["—"]
+
+
+# ------------------------------------------------------------------------------------ issue 16
+
+
+def _live_lake(root: Path, ended_seconds_ago: float = 30) -> Path:
+    """A lake holding only gold.live_sales_minute: ten windows, the newest ended just now."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    now = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=ended_seconds_ago)).floor("min")
+    ends = [now - pd.Timedelta(minutes=i) for i in range(10)][::-1]
+    ts = pa.timestamp("us", tz="UTC")
+    table = pa.table(
+        {
+            "window_start": pa.array([e - pd.Timedelta(minutes=1) for e in ends], ts),
+            "window_end": pa.array(ends, ts),
+            "orders": pa.array([3] * 10, pa.int64()),
+            "units": pa.array([6] * 10, pa.int64()),
+            "net_revenue": pa.array([Decimal("1234.50")] * 10, pa.decimal128(18, 2)),
+            "avg_order_value": pa.array([Decimal("411.50")] * 10, pa.decimal128(18, 2)),
+        }
+    )
+    write_deltalake(str(root / "gold" / "live_sales_minute"), table)
+    return root
+
+
+def test_home_stream_status_follows_the_processes(point_lake, tmp_path: Path) -> None:
+    """Issue 16.1: a window that ended 30 s ago does not make a stopped stream "live"."""
+    from pipeline.live import health
+
+    point_lake(_live_lake(tmp_path / "lake"))
+    at = open_page("home")
+    assert_clean(at)
+    shown = " ".join(e.value for e in [*at.info, *at.success, *at.warning])
+    assert "Stream stopped" in shown, shown
+    assert "Stream live" not in shown and "Stream running" not in shown
+
+    # a query of this lake running (its heartbeat, as stream.start_background writes it)
+    beat = health.Heartbeat(health.query_beat_path("files"), {"source": "files"}).start()
+    try:
+        at = open_page("home")
+        assert "Stream running" in " ".join(s.value for s in at.success)
+        at = open_page("anomalies")
+        infos = " ".join(i.value for i in at.info)
+        assert "stream is running" in infos and "Start it" not in infos, infos
+    finally:
+        beat.stop()
+    at = open_page("home")  # right after stopping
+    assert "Stream stopped" in " ".join(i.value for i in at.info)
+    at = open_page("anomalies")
+    assert "stream stopped" in " ".join(i.value for i in at.info)
+
+
+def test_a_dead_process_heartbeat_reads_stopped(tmp_path: Path) -> None:
+    """A killed query leaves its heartbeat file: a pid that is gone means stopped."""
+    import subprocess
+    import sys
+
+    from pipeline.live import health
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    path = tmp_path / "beat.json"
+    path.write_text(json.dumps({"pid": int(gone.stdout), "beat_at": time.time()}))
+    assert health.read_beat(path) is None
+    path.write_text(json.dumps({"pid": os.getpid(), "beat_at": time.time() - 60}))
+    assert health.read_beat(path)["state"] == "not responding"
+    path.write_text(json.dumps({"pid": os.getpid(), "beat_at": time.time()}))
+    assert health.read_beat(path)["state"] == "running"
+
+
+MONEY_TEXT = r"^-?\$\d{1,3}(,\d{3})*\.\d{2}$"
+
+
+def test_money_is_shown_with_currency_and_separators(
+    point_lake, pages_synthetic_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.6: "60631.18" becomes "$60,631.18"; SHOPLAKE_CURRENCY chooses the currency."""
+    import re
+
+    lake = point_lake(pages_synthetic_lake)
+    daily = delta(lake, "gold", "daily_sales")
+    at = open_page("sales")
+    at.button_group(key="period").set_value("All").run()
+    shown = metric(at, "Net revenue")
+    assert re.match(MONEY_TEXT, shown), shown
+    assert float(daily["net_revenue"].sum()) > 1000  # so a separator is due
+    for label in ("Avg order value", "Gross margin"):
+        assert re.match(MONEY_TEXT, metric(at, label)), metric(at, label)
+    at = open_page("customers")
+    assert re.match(MONEY_TEXT, metric(at, "Revenue"))
+    monkeypatch.setenv("SHOPLAKE_CURRENCY", "EUR")
+    at = open_page("sales")
+    at.button_group(key="period").set_value("All").run()
+    assert metric(at, "Net revenue") == money(daily["net_revenue"].sum()).replace("$", "€")
+
+
+def test_tables_read_as_words_without_none(point_lake, pages_synthetic_lake: Path) -> None:
+    """Issue 16.6: segment names as words, column labels, no "None" cells, dates as dates."""
+    point_lake(pages_synthetic_lake)
+    at = open_page("customers")
+    assert_clean(at)
+    segments = next(d.value for d in at.dataframe if "revenue_share" in d.value.columns)
+    assert "Champions" in set(segments["rfm_segment"]), segments
+    assert not segments["rfm_segment"].str.contains("_").any()
+    figures = [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    bar_names = {
+        n for f in figures for t in f["data"] for n in (t.get("y") or []) if isinstance(n, str)
+    }
+    assert "Champions" in bar_names and "champions" not in bar_names
+    found = [d.value for d in at.dataframe if "customer_id" in d.value.columns][-1]
+    assert found["last_order_date"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
+    assert "Champions" in at.multiselect(key="segments").options
+    from pipeline import formats
+
+    gaps = pd.DataFrame({"share": [0.4149, None], "n": pd.array([1234, None], "Int64")})
+    shown = formats.display_frame(gaps, formats={"share": formats.pct})
+    assert list(shown["share"]) == ["41.5%", "—"] and list(shown["n"]) == ["1,234", "—"]
+    for page in ("home", "pipeline", "sales", "customers", "generate", "live"):
+        at = open_page(page)
+        assert_clean(at)
+        for frame in (d.value for d in at.dataframe):
+            cells = frame.astype(str)
+            assert not cells.isin(["None", "nan", "NaN", "<NA>", "NaT"]).any().any(), (page, frame)
+
+
+def _downloads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record AppTest's media file managers, to read what a download button would serve."""
+    import streamlit.testing.v1.app_test as app_test
+
+    managers: list[object] = []
+
+    class Recording(app_test.MediaFileManager):  # type: ignore[misc, name-defined]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            managers.append(self)
+
+    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
+    return managers
+
+
+def _served(managers: list[object], url: str) -> bytes:
+    file_id = url.rsplit("/", 1)[-1].split(".")[0]
+    for manager in reversed(managers):
+        try:
+            return manager._storage.get_file(file_id).content  # type: ignore[attr-defined]
+        except Exception:
+            continue
+    raise AssertionError(f"no file behind {url}")
+
+
+def test_csv_downloads_keep_exact_decimals_and_integer_counts(
+    point_lake, pages_synthetic_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.6: no 3042.9900000000002 and no "2.0" in a CSV download."""
+    import io
+    import re
+
+    lake = point_lake(pages_synthetic_lake)
+    managers = _downloads(monkeypatch)
+    at = open_page("sales")
+    at.button_group(key="period").set_value("All").run()
+    files = {b.label: _served(managers, b.proto.url) for b in at.get("download_button")}
+    per_day = files["sales per day"].decode()
+    head, *rows = per_day.splitlines()
+    columns = head.split(",")
+    for row in rows:
+        for name, cell in zip(columns, row.split(","), strict=True):
+            if name in ("net_revenue", "gross_revenue", "cost"):
+                assert re.fullmatch(r"-?\d+\.\d{2}", cell), (name, cell)
+            elif name in ("orders", "units", "cancelled_orders", "returned_orders"):
+                assert re.fullmatch(r"\d+", cell), (name, cell)
+            elif name == "order_date":
+                assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", cell), cell
+    back = pd.read_csv(io.StringIO(per_day), dtype=str)
+    daily = delta(lake, "gold", "daily_sales")
+    assert sum(Decimal(v) for v in back["net_revenue"]) == daily["net_revenue"].sum()
+    categories = files["categories"].decode()
+    assert not re.search(r"\.\d{7,}", categories), categories  # no float noise
+    products = pd.read_csv(io.StringIO(files["top products"].decode()), dtype=str)
+    assert products["units"].str.fullmatch(r"\d+").all()
+    assert products["net_revenue"].str.fullmatch(r"-?\d+\.\d{2}").all()
+
+
+def test_live_kpis_roll_over_a_named_window(point_lake, tmp_path: Path) -> None:
+    """Issue 16.3: "Orders, last 5 min" counts the minute in progress, drawn as partial."""
+    point_lake(_live_lake(tmp_path / "lake", ended_seconds_ago=-60))  # newest window: this minute
+    at = open_page("live")
+    assert_clean(at)
+    minutes = delta(tmp_path / "lake", "gold", "live_sales_minute")
+    now = pd.Timestamp.now(tz="UTC").floor("min")
+    recent = minutes[minutes["window_start"] >= now - pd.Timedelta(minutes=4)]
+    assert len(recent) >= 4
+    assert metric(at, "Orders, last 5 min") == f"{int(recent['orders'].sum()):,}"
+    assert metric(at, "Revenue, last 5 min") == money(recent["net_revenue"].sum())
+    assert metric(at, "Orders, last hour") == f"{int(minutes['orders'].sum()):,}"
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [t.get("name", "") for t in chart["data"]]
+    assert any("partial" in n for n in names), names
+    layout = chart["layout"]
+    assert layout["yaxis"]["rangemode"] == "tozero" and layout["yaxis2"]["rangemode"] == "tozero"
+
+
+def test_run_progress_in_the_users_terms() -> None:
+    """Issue 16.7: concurrent steps, overall %, elapsed and an estimate from earlier runs."""
+    from pipeline.ui_progress import run_view, step_history
+
+    t0 = pd.Timestamp("2025-07-01 08:00", tz="UTC")
+    runs = pd.DataFrame(
+        {
+            "run_id": ["r1"] * 3,
+            "step": ["bronze.orders", "silver.orders", "silver.customers"],
+            "started_at": [t0, t0 + pd.Timedelta(seconds=10), t0 + pd.Timedelta(seconds=10)],
+            "finished_at": [
+                t0 + pd.Timedelta(seconds=10),
+                t0 + pd.Timedelta(seconds=40),
+                t0 + pd.Timedelta(seconds=30),
+            ],
+            "status": ["succeeded"] * 3,
+        }
+    )
+    expected, concurrency = step_history(runs)
+    assert expected == {"bronze.orders": 10.0, "silver.orders": 30.0, "silver.customers": 20.0}
+    assert concurrency == pytest.approx(60 / 40)
+    events = [
+        (100.0, "bronze.orders ...", 0.0),
+        (110.0, "bronze.orders succeeded", 1 / 3),
+        (110.0, "silver.orders ...", 1 / 3),
+        (110.0, "silver.customers ...", 1 / 3),
+    ]
+    steps = list(expected)
+    view = run_view(steps, events, 100.0, 120.0, expected, concurrency)
+    assert set(view.running) == {"silver.orders", "silver.customers"}
+    assert view.done == 1
+    assert view.fraction == pytest.approx((10 + 10 + 10) / 60)
+    assert view.remaining == pytest.approx((60 - 30) / 1.5)
+    text = view.headline()
+    assert "Running silver.customers, silver.orders" in text and "1/3 steps done" in text
+    assert "50 %" in text and "20 s elapsed" in text and "about 20 s left" in text
+
+
+def test_generate_page_shows_the_lakes_settings(point_lake, tmp_path: Path) -> None:
+    """Issue 16.8: the settings that made the lake, and why N orders make more records."""
+    from pipeline.sources.generate import generate
+
+    lake = point_lake(tmp_path / "lake")
+    manifests = generate(lake, orders=400, batches=2, seed=5, defect_rate=0.05)
+    at = open_page("generate")
+    assert_clean(at)
+    assert at.number_input[0].value == 400 and at.number_input[1].value == 2
+    assert at.number_input[2].value == 5
+    records = sum(m["rows"]["orders"] for m in manifests)
+    assert records > 400
+    text = " ".join(m.value for m in at.markdown)
+    assert f"Why 400 orders make {records:,} order records" in text, text
+    assert "Made with 400 orders in 2 batch(es), seed 5" in " ".join(c.value for c in at.caption)
+
+
+def test_home_explains_silver_rows_and_filters_mean_all_when_empty(
+    point_lake, pages_synthetic_lake: Path
+) -> None:
+    """Issue 16.8: Silver's count includes the model; no "Select all" that changes nothing."""
+    point_lake(pages_synthetic_lake)
+    at = open_page("home")
+    assert "dimensional model" in " ".join(c.value for c in at.caption)
+    at = open_page("sales")
+    for key in ("f_category", "f_country", "f_channel"):
+        box = at.multiselect(key=key)
+        assert box.proto.select_all == 0 and box.value == []
+        assert box.placeholder.startswith("All")

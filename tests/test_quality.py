@@ -10,18 +10,20 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from pipeline import lake
+from pipeline.quality import scores
 from pipeline.quality.expectations import (
     Expectation,
     count_failures,
     failure_aggregation,
     flag,
 )
-from pipeline.quality.report import build_report
+from pipeline.quality.report import build_report, report
 from pipeline.runner import run
 from pipeline.silver import orders
 from tests.conftest import lake_at
@@ -118,12 +120,168 @@ def test_fail_rule_stops_the_step_and_leaves_the_table(spark, copied_lake, monke
         assert "order_id_is_numeric" in done.stdout
 
 
-def test_scores_per_table_and_layer(use_lake):
-    report = build_report()
-    scored = {(t["layer"], t["table"]): t["score"] for t in report["tables"]}
+def test_scores_per_table_and_layer(spark, use_lake):
+    rep = build_report()
+    scored = {(t["layer"], t["table"]): t for t in rep["tables"]}
     for layer, table in [("bronze", "orders"), ("silver", "orders"), ("gold", "daily_sales")]:
-        assert 0.0 <= scored[(layer, table)] <= 1.0
-    assert scored[("silver", "orders")] < 1.0, "the seeded data has defects"
-    assert all(r["balanced"] for r in report["reconciliation"])
-    failing = {(f["table"], f["rule"]): f for f in report["failing"]}
+        assert 0.0 <= scored[(layer, table)]["score"] <= 1.0
+    assert all(r["balanced"] for r in rep["reconciliation"])
+    failing = {(f["table"], f["rule"]): f for f in rep["failing"]}
     assert failing[("orders", "unknown_status")]["examples"], "sample records come from quarantine"
+    # the score is the share of distinct records that passed, counted here from Silver itself
+    quarantine = lake.read(spark, "silver", "quarantine")
+    dq = lake.read(spark, "gold", "dq_results").filter(F.col("layer") == "silver").toPandas()
+    for source in ("orders", "order_items", "customers"):
+        quarantined = quarantine.filter(F.col("source_table") == source).count()
+        checked = int(
+            dq.loc[(dq["table"] == source) & (dq["rule"] == "missing_key"), "rows_checked"].iloc[0]
+        )
+        got = scored[("silver", source)]
+        assert got["exact"], got
+        assert (got["records_checked"], got["records_failed"]) == (checked, quarantined)
+        assert got["score"] == pytest.approx(1 - quarantined / checked, abs=1e-6)
+    mean_rate = dq.loc[dq["table"] == "orders", "pass_rate"].mean()
+    assert scored[("silver", "orders")]["score"] < mean_rate  # not the mean of the rules' rates
+
+
+# ---------------------------------------------------------------- the score, on recorded rows
+
+T0 = pd.Timestamp("2025-07-01 08:00", tz="UTC")
+
+
+def _dq(*rows: tuple, run_id: str = "r1", minutes: int = 0) -> pd.DataFrame:
+    """gold.dq_results rows from (layer, table, rule, action, rows_checked, rows_failed)."""
+    return pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "layer": layer,
+                "table": table,
+                "rule": rule,
+                "action": action,
+                "rows_checked": checked,
+                "rows_failed": failed,
+                "pass_rate": 1 - failed / checked if checked else 1.0,
+                "checked_at": T0 + pd.Timedelta(minutes=minutes),
+            }
+            for layer, table, rule, action, checked, failed in rows
+        ]
+    )
+
+
+def _runs(run_id: str, step: str, **fates: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"run_id": run_id, "step": step, "started_at": T0, "reconciliation": fates}]
+    )
+
+
+def _score(dq: pd.DataFrame, runs: pd.DataFrame | None = None) -> dict:
+    latest = scores.latest_scores(dq, runs)
+    return {f"{r.layer}.{r.table}": r for r in latest.itertuples()}
+
+
+def test_a_batch_ten_percent_quarantined_scores_ninety():
+    # 1,000 records, 100 quarantined by ten rules (10 each): the mean pass rate would say 99 %
+    dq = _dq(*[("silver", "orders", f"rule_{i}", "quarantine", 1000, 10) for i in range(10)])
+    runs = _runs("r1", "silver.orders", bronze=1000, silver=900, quarantined=100, duplicate=0)
+    got = _score(dq, runs)["silver.orders"]
+    assert got.score == pytest.approx(0.90)
+    assert (got.records_checked, got.records_failed, got.exact) == (1000, 100, True)
+
+
+def test_a_record_failing_several_rules_counts_once():
+    # 150 rule failures, but the step's fates say 100 distinct records were quarantined
+    dq = _dq(
+        ("silver", "orders", "missing_key", "quarantine", 1000, 100),
+        ("silver", "orders", "unknown_status", "quarantine", 1000, 50),
+    )
+    runs = _runs("r1", "silver.orders", bronze=1010, silver=890, quarantined=100, duplicate=10)
+    assert _score(dq, runs)["silver.orders"].score == pytest.approx(0.90)
+    # without the fates (an incremental run) the sum is an upper bound: marked inexact
+    got = _score(dq)["silver.orders"]
+    assert got.score == pytest.approx(0.85) and not got.exact
+
+
+def test_a_recorded_summary_row_is_exact():
+    dq = _dq(
+        ("silver", "orders", "missing_key", "quarantine", 1000, 100),
+        ("silver", "orders", "unknown_status", "quarantine", 1000, 50),
+        ("silver", "orders", scores.SUMMARY_RULE, "summary", 1000, 120),
+    )
+    got = _score(dq)["silver.orders"]
+    assert (got.score, got.exact) == (pytest.approx(0.88), True)
+    assert scores.SUMMARY_RULE not in set(scores.rule_results(dq)["rule"])
+
+
+def test_warn_rules_are_counted_beside_the_score():
+    dq = _dq(
+        ("silver", "customers", "missing_key", "quarantine", 200, 20),
+        ("silver", "customers", "valid_email", "warn", 200, 50),
+        ("silver", "customers", "freshness", "warn", 1, 1),
+    )
+    got = _score(dq)["silver.customers"]
+    assert got.score == pytest.approx(0.90)
+    assert got.warnings == 51
+
+
+def test_layers_and_overall_weigh_tables_by_records_checked():
+    dq = _dq(
+        ("silver", "orders", "missing_key", "quarantine", 1000, 100),
+        ("silver", "products", "missing_key", "quarantine", 10, 0),
+        ("gold", "daily_sales", "grain_unique", "fail", 90, 0),
+    )
+    latest = scores.latest_scores(dq)
+    layers = scores.layer_scores(latest).set_index("layer")
+    assert layers.loc["silver", "score"] == pytest.approx(1 - 100 / 1010)  # not (0.9 + 1) / 2
+    assert scores.overall_score(latest) == pytest.approx(1 - 100 / 1100)
+
+
+def test_a_fired_table_check_fails_every_record():
+    dq = _dq(
+        ("silver", "orders", "missing_key", "quarantine", 1000, 10),
+        ("silver", "orders", "reconciliation", "fail", 1, 1),
+    )
+    assert _score(dq)["silver.orders"].score == 0.0
+
+
+def test_live_events_count_each_quarantined_event_once():
+    # 100 events, 8 quarantined (the valid ones are what unique_event_id checks), 12 failures
+    dq = _dq(
+        ("live", "order_events", "no_items", "quarantine", 100, 6),
+        ("live", "order_events", "unknown_status", "quarantine", 100, 6),
+        ("live", "order_events", scores.LIVE_VALID_RULE, "warn", 92, 3),
+    )
+    got = _score(dq)["live.order_events"]
+    assert (got.score, got.exact, got.warnings) == (pytest.approx(0.92), True, 3)
+
+
+def test_a_run_that_judged_no_record_keeps_the_last_score():
+    first = _dq(("silver", "orders", "missing_key", "quarantine", 1000, 100), run_id="r1")
+    # the model step of a later run adds a warn count only; a Bronze run with no new file
+    later = _dq(
+        ("silver", "orders", "orphan_customer", "warn", 900, 4),
+        ("bronze", "orders", "unparseable_line", "warn", 0, 0),
+        run_id="r2",
+        minutes=60,
+    )
+    bronze = _dq(("bronze", "orders", "unparseable_line", "warn", 1100, 3), run_id="r1")
+    got = _score(pd.concat([first, bronze, later], ignore_index=True))
+    assert (got["silver.orders"].run_id, got["silver.orders"].score) == ("r1", pytest.approx(0.9))
+    assert (got["bronze.orders"].run_id, got["bronze.orders"].score) == ("r1", 1.0)
+
+
+def test_rule_pass_rates_stay_within_zero_and_one():
+    dq = _dq(("silver", "orders", "superseded_versions", "warn", 10, 25))
+    assert scores.rule_results(dq)["pass_rate"].tolist() == [0.0]
+
+
+def test_report_and_page_functions_agree():
+    dq = _dq(
+        ("silver", "orders", "missing_key", "quarantine", 1000, 100),
+        ("gold", "daily_sales", "grain_unique", "fail", 90, 0),
+    )
+    rep = report(dq, pd.DataFrame())
+    latest = scores.latest_scores(dq)
+    assert rep["overall"]["score"] == pytest.approx(scores.overall_score(latest))
+    assert [t["score"] for t in rep["tables"]] == pytest.approx(latest["score"].tolist())
+    assert [f["rule"] for f in rep["failing"]] == ["missing_key"]

@@ -261,7 +261,7 @@ def test_kafka_status_command_never_prints_the_password(kafka_secret: str) -> No
         timeout=120,
     )
     output = done.stdout + done.stderr
-    assert "invalid choice" not in output, output  # the verb exists (DESIGN.md section 8)
+    assert "invalid choice" not in output, output  # the verb exists (docs/contract.md §1)
     assert "external" in output or "unreachable" in output, output
     assert kafka_secret not in output
 

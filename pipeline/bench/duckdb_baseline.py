@@ -4,7 +4,7 @@ Why it exists: a benchmark of a Spark lakehouse on one small machine only
 means something against the best single-node engine doing the *same* work.
 So this baseline reads the same landing files as all-text (malformed CSV and
 JSON lines kept as raw text), drops exact duplicates, applies every Silver
-rule of DESIGN.md section 3, keeps one version per key (quarantining
+rule of docs/contract.md §3, keeps one version per key (quarantining
 conflicts), persists Bronze, Silver (with quarantine, dimensions and
 fact_sales) and Gold, and computes Gold exactly as section 4 defines it. The
 harness checks that its Gold tables equal Spark's, row by row, before it
@@ -78,7 +78,7 @@ DECIMAL_TEXT = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?"
 # --------------------------------------------------------------------------- SQL macros
 
 MACROS = [
-    # UTC timestamp from every accepted format (DESIGN.md section 3), else NULL.
+    # UTC timestamp from every accepted format (docs/contract.md §3), else NULL.
     """
     CREATE OR REPLACE MACRO sl_iso_parts(g) AS (
         CASE WHEN g.d <> '' AND (g.oh = '' OR (g.oh::INT <= 18
@@ -218,7 +218,7 @@ SPECS: dict[str, Spec] = {
             "trim(subcategory) AS subcategory",
             "trim(brand) AS brand",
             "_list_price AS list_price_e4",
-            "coalesce(_unit_cost, 0) AS unit_cost_e4",
+            "_unit_cost AS unit_cost_e4",  # null: the cost is unknown, not zero
             "CASE WHEN lower(trim(is_active)) IN ('true', '1', 'yes', 'y', 't') THEN true "
             "WHEN lower(trim(is_active)) IN ('false', '0', 'no', 'n', 'f') THEN false "
             "END AS is_active",
@@ -641,7 +641,8 @@ def silver(
                    sl_div_half_up(i.quantity * i.unit_price_e4, 100) AS gross_c,
                    sl_div_half_up(i.quantity * i.unit_price_e4 * (1000000 - i.discount_pct_e4),
                                   100000000) AS net_c,
-                   sl_div_half_up(i.quantity * coalesce(p.unit_cost_e4, 0), 100) AS cost_c
+                   -- null when the product or its cost is unknown: no invented margin
+                   sl_div_half_up(i.quantity * p.unit_cost_e4, 100) AS cost_c
             FROM silver_order_items i
             JOIN silver_orders o USING (order_id)
             LEFT JOIN silver_products p ON i.product_id = p.product_id
@@ -707,7 +708,8 @@ GOLD_SQL = {
         WITH c AS (
             SELECT date_trunc('month', order_date)::DATE AS month, category,
                    count(DISTINCT order_id) AS orders, sum(quantity) AS units,
-                   sum(net_c) AS net_c, sum(net_c - cost_c) AS margin_c
+                   sum(net_c) AS net_c,
+                   sum(net_c - cost_c) AS margin_c  -- lines of known cost; none: NULL
             FROM silver_fact_sales WHERE is_revenue_bearing GROUP BY ALL
         )
         SELECT month, category, orders::BIGINT AS orders, units::BIGINT AS units,
@@ -759,35 +761,66 @@ GOLD_SQL = {
                as_of_date
         FROM scored ORDER BY customer_id
     """,
+    # The method of pipeline/gold/revenue_anomalies.py (its docstring), in SQL.
     "revenue_anomalies": """
         WITH days AS (
-            SELECT d::DATE AS order_date, coalesce(s.net_revenue, 0)::DECIMAL(18, 2) AS net_revenue
+            SELECT cal.d::DATE AS order_date,
+                   coalesce(s.net_revenue, 0)::DECIMAL(18, 2) AS net_revenue,
+                   coalesce(s.orders, 0) AS orders,
+                   coalesce(s.net_revenue, 0)::DOUBLE AS x
             FROM (SELECT unnest(generate_series(lo, hi, INTERVAL 1 DAY)) AS d
                   FROM (SELECT min(order_date) AS lo, max(order_date) AS hi
                         FROM gold_daily_sales)) cal
             LEFT JOIN gold_daily_sales s ON s.order_date = cal.d::DATE
         ),
-        stats AS (
-            SELECT order_date, net_revenue,
-                   count(x) OVER w AS n, avg(x) OVER w AS m, stddev_samp(x) OVER w AS s, x
-            FROM (SELECT *, net_revenue::DOUBLE AS x FROM days)
-            WINDOW w AS (ORDER BY order_date ROWS BETWEEN 28 PRECEDING AND 1 PRECEDING)
+        normed AS (
+            SELECT *,
+                   CASE WHEN count(x) OVER weeks >= 4 THEN median(x) OVER weeks END AS norm,
+                   median(CASE WHEN orders > 0 THEN x / orders END) OVER unit_days AS aov
+            FROM days
+            WINDOW weeks AS (PARTITION BY dayofweek(order_date) ORDER BY order_date
+                             ROWS BETWEEN 8 PRECEDING AND 1 PRECEDING),
+                   unit_days AS (ORDER BY order_date ROWS BETWEEN 28 PRECEDING AND 1 PRECEDING)
         ),
-        scored AS (
+        raw AS (
+            SELECT *, ln(x + unit) - ln(norm + unit) AS raw_r
+            FROM (SELECT *, CASE WHEN aov IS NOT NULL THEN greatest(aov, 0.01::DOUBLE) END
+                                AS unit FROM normed)
+        ),
+        expected AS (
+            SELECT *,
+                   CASE WHEN raw_r IS NOT NULL
+                        THEN greatest(exp(ln(norm + unit)
+                                          + coalesce(median(raw_r) OVER level_days, 0::DOUBLE))
+                                      - unit, 0::DOUBLE) END AS e
+            FROM raw
+            WINDOW level_days AS (ORDER BY order_date ROWS BETWEEN 14 PRECEDING AND 1 PRECEDING)
+        ),
+        spread AS (
+            SELECT *,
+                   CASE WHEN count(r) OVER spread_days >= 14
+                        THEN greatest(1.4826::DOUBLE * median(abs(r)) OVER spread_days,
+                                      0.15::DOUBLE) END AS s
+            FROM (SELECT *, ln(x + unit) - ln(e + unit) AS r FROM expected)
+            WINDOW spread_days AS (ORDER BY order_date ROWS BETWEEN 56 PRECEDING AND 1 PRECEDING)
+        ),
+        banded AS (
             SELECT order_date, net_revenue,
-                   CASE WHEN n = 28 THEN m END AS baseline_mean,
-                   CASE WHEN n = 28 THEN s END AS baseline_std, x
-            FROM stats
+                   round(e, 2)::DECIMAL(18, 2) AS expected_revenue,
+                   CASE WHEN e IS NOT NULL AND s IS NOT NULL
+                        THEN round(greatest((e + unit) * exp(-3.5::DOUBLE * s) - unit,
+                                            0::DOUBLE), 2)::DECIMAL(18, 2) END AS lower_bound,
+                   round((e + unit) * exp(3.5::DOUBLE * s) - unit, 2)::DECIMAL(18, 2)
+                       AS upper_bound,
+                   r / s AS score
+            FROM spread
         )
-        SELECT order_date, net_revenue, baseline_mean, baseline_std,
-               CASE WHEN baseline_std IS NOT NULL AND baseline_std <> 0
-                    THEN (x - baseline_mean) / baseline_std END AS z_score,
-               coalesce(abs((x - baseline_mean) / nullif(baseline_std, 0)) >= 3, false)
+        SELECT order_date, net_revenue, expected_revenue, lower_bound, upper_bound, score,
+               coalesce(net_revenue < lower_bound OR net_revenue > upper_bound, false)
                    AS is_anomaly,
-               CASE WHEN abs((x - baseline_mean) / nullif(baseline_std, 0)) >= 3
-                    THEN CASE WHEN x > baseline_mean THEN 'spike' ELSE 'drop' END END
-                   AS direction
-        FROM scored ORDER BY order_date
+               CASE WHEN net_revenue > upper_bound THEN 'spike'
+                    WHEN net_revenue < lower_bound THEN 'drop' END AS direction
+        FROM banded ORDER BY order_date
     """,
 }
 
@@ -861,7 +894,7 @@ KEYS = {
     "customer_rfm": ("customer_id",),
     "revenue_anomalies": ("order_date",),
 }
-FLOATS = {"revenue_share", "baseline_mean", "baseline_std", "z_score"}
+FLOATS = {"revenue_share", "score"}
 
 
 def _plain(value: Any) -> Any:

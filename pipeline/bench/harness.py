@@ -19,15 +19,22 @@ Why it is built this way:
   budget still allows them, and every figure says how many runs it is the
   median of (with min and max), so a cut repetition is visible, not hidden.
 - Pages and the live stream are measured by scripts other parts of the
-  project own (scripts/bench_pages.py, scripts/bench_stream.py); when one is
-  missing its figures are null and the notes say so, rather than guessed.
+  project own (scripts/bench_pages.py, scripts/bench_stream.py), through
+  their entry points (``page_seconds``, ``bench_stream``) and result keys;
+  when one is missing its figures are null and the notes say so.
+- A small lake (10,000 orders) has a section of its own: there a run's cost
+  is its fixed cost (job starts, Delta log reads, commits), so each run and
+  step reports its Spark jobs and Delta commits beside its seconds, and the
+  figures recorded before the run-cost work (``bench/results/before-run-cost.json``,
+  made with ``pipeline.bench.run_cost`` from a checkout of the old code) are
+  shown beside them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.util
-import inspect
 import json
 import os
 import pickle
@@ -45,10 +52,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PROJECT_ROOT
+from pipeline.config import PROJECT_ROOT, settings, spark_settings
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 REPORT = PROJECT_ROOT / "BENCHMARKS.md"
+BEFORE = RESULTS_DIR / "before-run-cost.json"  # the small-lake figures before the run-cost work
 SCRIPTS = PROJECT_ROOT / "scripts"
 LAYERS = ("bronze", "silver", "gold")
 COMPARED = ("daily_sales", "category_sales", "customer_rfm", "revenue_anomalies")
@@ -79,6 +87,10 @@ class Plan:
     budget_seconds: float
     batches: int = 3
     warmup_orders: int = 2_000  # the largest size's worker runs these first, untimed
+    small_orders: int = 10_000  # the small-lake section (0: none)
+    small_fresh_reps: int = 3  # `python -m pipeline run all` processes (the first is mandatory)
+    small_warm_pairs: int = 3  # full + 1 % incremental pairs in one warm session
+    small_duckdb_reps: int = 3
     seed: int = 42
     defect_rate: float = 0.02
     worker_timeout: float = 1800.0
@@ -88,7 +100,19 @@ class Plan:
         return max(self.sizes)
 
 
-QUICK = Plan("quick", (5_000, 10_000), {5_000: 1, 10_000: 1}, 1, 5_000, 1, 900.0, warmup_orders=500)
+QUICK = Plan(
+    "quick",
+    (5_000, 10_000),
+    {5_000: 1, 10_000: 1},
+    1,
+    5_000,
+    1,
+    900.0,
+    warmup_orders=500,
+    small_fresh_reps=1,
+    small_warm_pairs=1,
+    small_duckdb_reps=1,
+)
 FULL = Plan(
     "full",
     (100_000, 300_000, 1_000_000),
@@ -257,24 +281,19 @@ def _load_script(name: str):
     return module
 
 
-def _call_entry(module, names: Sequence[str], quick: bool) -> tuple[str, Any]:
-    for name in names:
-        fn = getattr(module, name, None)
-        if callable(fn):
-            params = inspect.signature(fn).parameters
-            kwargs = {"quick": quick} if "quick" in params else {}
-            return name, fn(**kwargs)
-    raise RuntimeError(f"{module.__file__} defines none of {list(names)}")
-
-
 def _timed_run(spark, target: str, kind: str) -> dict:
+    """One timed run: seconds, CPU, Spark jobs and Delta commits, for the run and per step."""
+    from pipeline.bench.run_cost import delta_commits, jobs_started
     from pipeline.runner import run
 
+    lake = Path(os.environ["SHOPLAKE_LAKE"])
+    commits0, jobs0 = delta_commits(lake), jobs_started(spark)
     cpu0 = sum(tree_sample(os.getpid())[1].values())
     t0 = time.perf_counter()
     result = run(target, spark=spark)
     seconds = time.perf_counter() - t0
     cpu = sum(tree_sample(os.getpid())[1].values()) - cpu0
+    jobs1 = jobs_started(spark)
     layers = {
         layer: round(sum(s.seconds for s in result.steps if s.step.startswith(layer + ".")), 3)
         for layer in LAYERS
@@ -287,7 +306,17 @@ def _timed_run(spark, target: str, kind: str) -> dict:
         "ok": result.ok,
         "error": result.error,
         "layers": {k: v for k, v in layers.items() if target in ("all", k)},
-        "steps": {s.step: round(s.seconds, 3) for s in result.steps},
+        # the run's own, its bookkeeping outside the steps included
+        "jobs": None if None in (jobs0, jobs1) else jobs1 - jobs0,
+        "commits": delta_commits(lake) - commits0,
+        "steps": {
+            s.step: {
+                "seconds": round(s.seconds, 3),
+                "jobs": s.spark_jobs,
+                "commits": s.delta_commits,
+            }
+            for s in result.steps
+        },
         "quarantined": sum(s.rows_quarantined for s in result.steps if s.step.startswith("silver")),
         "rows_in": {s.step: s.rows_in for s in result.steps},
     }
@@ -403,23 +432,35 @@ def task_duckdb(p: dict) -> dict:
 
 
 def task_pages(p: dict) -> dict:
+    """scripts/bench_pages.py's ``page_seconds()``: median rerun seconds per page."""
     module = _load_script("bench_pages")
     if module is None:
         return {"available": False}
-    name, result = _call_entry(
-        module, ("bench_pages", "page_seconds", "run_bench", "benchmark", "measure"), p["quick"]
-    )
-    return {"available": True, "entry": name, "result": result}
+    return {"available": True, "entry": "page_seconds", "result": module.page_seconds()}
 
 
 def task_stream(p: dict) -> dict:
+    """scripts/bench_stream.py's ``bench_stream(quick)``: throughput and latency."""
     module = _load_script("bench_stream")
     if module is None:
         return {"available": False}
-    name, result = _call_entry(
-        module, ("bench_stream", "run_bench", "benchmark", "measure"), p["quick"]
+    result = module.bench_stream(quick=p["quick"])
+    return {"available": True, "entry": "bench_stream", "result": result}
+
+
+def task_run_cost(p: dict) -> dict:
+    """Warm full/incremental pairs on the small lake's landing files (``run_cost.measure``)."""
+    from pipeline.bench.run_cost import measure
+
+    return measure(
+        p["orders"],
+        append_share=0.01,
+        warm=True,
+        seed=p.get("seed", 42),
+        landing=Path(p["landing"]),
+        pairs=p["pairs"],
+        budget_seconds=p.get("budget_seconds"),
     )
-    return {"available": True, "entry": name, "result": result}
 
 
 TASKS: dict[str, Callable[[dict], dict]] = {
@@ -428,6 +469,7 @@ TASKS: dict[str, Callable[[dict], dict]] = {
     "duckdb": task_duckdb,
     "pages": task_pages,
     "stream": task_stream,
+    "run_cost": task_run_cost,
 }
 
 
@@ -602,7 +644,9 @@ def _spark_full(
     }
 
 
-def _duckdb(bench: Bench, size: int, lake: Path, rep: int, tables_out: Path | None) -> dict | None:
+def _duckdb(
+    bench: Bench, size: int, lake: Path, rep: int | str, tables_out: Path | None
+) -> dict | None:
     label = f"duckdb-{size}-{rep}"
     params = {"landing": str(lake / "landing"), "database": str(bench.work / f"{label}.duckdb")}
     if tables_out:
@@ -631,6 +675,7 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
     last_full_estimate = 0.0
     dq_lake: Path | None = None
     dq_full: dict | None = None
+    small = _small_lake(bench)
 
     for size in plan.sizes:
         lake = work / f"lake-{size}"
@@ -726,6 +771,7 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
             # CPU of each worker's whole process tree, start-up included: robust to a busy host
             "shoplake_process_cpu_seconds": stats([r["cpu"] for r in spark_runs]),
             "duckdb_process_cpu_seconds": stats([r["cpu"] for r in duck_runs]),
+            "run_cost": run_summary(spark_runs),  # seconds, jobs and commits per step
         }
         entry["ratio_vs_duckdb"] = ratio(
             median(entry["shoplake_seconds"]), median(entry["duckdb_seconds"]), 2
@@ -750,6 +796,7 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
     # pages read the largest lake, as a dashboard over the benchmark's data would
     pages = _measure_script(bench, "pages", work / f"lake-{plan.largest}")
     stream = _measure_script(bench, "stream", None)  # it builds its own lake and broker
+    _small_lake_more(bench, small)
 
     top = scaling[-1] if scaling else {}
     full_seconds = median(top.get("shoplake_seconds"))
@@ -802,11 +849,253 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
         "pages": pages,
         "stream": stream,
         "equality": {"checked": bool(equality), "equal": all_equal, "by_orders": equality},
+        "small_lake": small,
+        "before": load_before(),
         "machine": machine_info(load_start),
         "notes": bench.notes,
         "elapsed_seconds": round(bench.elapsed(), 1),
     }
+    result["targets"] = targets(result)
     return result
+
+
+def _target(
+    number: str, what: str, after: float | None, before: float | None, bound: float, unit: str
+) -> dict[str, Any]:
+    """One target row; ``bound`` is inclusive except for "faster than" (unit "<x")."""
+    strict = unit == "<x"
+    unit = "x" if strict else unit
+    limit = f"{'<' if strict else '<='} {bound:g}{unit}"
+    met = None if after is None else (after < bound if strict else after <= bound)
+    return {
+        "issue_target": number,
+        "what": what,
+        "limit": limit,
+        "after": after,
+        "before": before,
+        "met": met,
+        "unit": unit,
+    }
+
+
+def _comparable_before(r: dict) -> dict:
+    """The recorded before figures, when they are of the small lake's size (else none)."""
+    before = r.get("before") or {}
+    return before if before.get("orders") == (r.get("small_lake") or {}).get("orders") else {}
+
+
+def targets(r: dict) -> list[dict[str, Any]]:
+    """Issue 14's targets, each with its figure after (and before, when recorded) and
+    whether it is met: None when this bench did not measure it. The 10,000-order ones
+    come from the small-lake section, the others from the largest size."""
+    small = r.get("small_lake") or {}
+    warm = small.get("warm") or {}
+    before = _comparable_before(r)
+    b_full = (before.get("full") or {}).get("seconds")
+    b_inc = (before.get("incremental") or {}).get("seconds")
+    b_fresh = median(stats([f["seconds"] for f in before.get("fresh_process", [])]))
+    b_large = (r.get("before") or {}).get("large") or {}
+    if b_large.get("orders") != r.get("orders"):
+        b_large = {}
+    full_s = median((warm.get("full") or {}).get("seconds"))
+    inc_s = median((warm.get("incremental") or {}).get("seconds"))
+    fresh_s = median((small.get("fresh_process") or {}).get("seconds"))
+    n, big = f"{small.get('orders') or 10_000:,} orders", f"{r['orders']:,} orders"
+    inc = r.get("incremental") or {}
+    return [
+        _target("1", f"{n}: `run all` in a warm session", full_s, b_full, 15, " s"),
+        _target(
+            "1",
+            f"{n}: `python -m pipeline run all`, fresh process, JVM start included",
+            fresh_s,
+            b_fresh,
+            40,
+            " s",
+        ),
+        _target(
+            "2",
+            f"{n}: incremental run after a 1 % append / full run",
+            ratio(inc_s, full_s),
+            ratio(b_inc, b_full),
+            1,
+            "x",
+        ),
+        _target(
+            "2",
+            f"{big}: incremental run after a 1 % append / full run",
+            r.get("incremental_fraction"),
+            b_large.get("incremental_fraction"),
+            0.10,
+            "x",
+        ),
+        _target(
+            "2",
+            f"{big}: incremental run / DuckDB's full rebuild in the same bench",
+            inc.get("ratio_vs_duckdb_recompute"),
+            b_large.get("incremental_vs_duckdb_recompute"),
+            1,
+            "<x",
+        ),
+        _target(
+            "3",
+            f"{big}, warm session: full run / DuckDB",
+            r.get("full_ratio_vs_duckdb"),
+            b_large.get("full_ratio_vs_duckdb"),
+            4,
+            "x",
+        ),
+        _target(
+            "3",
+            f"{big}: peak memory of the whole process tree",
+            r.get("peak_memory_gb"),
+            b_large.get("peak_memory_gb"),
+            4,
+            " GB",
+        ),
+        # not a bench measurement: `make test` itself is timed (on a quiet machine)
+        _target("5", "`make test` on a quiet machine", None, None, 12, " min"),
+    ]
+
+
+def _median_of(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return None if not values else round(statistics.median(values), 3)
+
+
+def run_summary(runs: Sequence[dict]) -> dict[str, Any]:
+    """Medians over repeated runs of one kind: the run's seconds, Spark jobs and Delta
+    commits, and each step's (a step missing from a run is left out of its medians)."""
+    names = list(dict.fromkeys(name for r in runs for name in r.get("steps", {})))
+    steps = {}
+    for name in names:
+        per_run = [r["steps"][name] for r in runs if name in r.get("steps", {})]
+        per_run = [v if isinstance(v, dict) else {"seconds": v} for v in per_run]
+        steps[name] = {
+            k: _median_of(v.get(k) for v in per_run) for k in ("seconds", "jobs", "commits")
+        }
+    return {
+        "seconds": stats([r["seconds"] for r in runs]),
+        "jobs": _median_of(r.get("jobs") for r in runs),
+        "commits": _median_of(r.get("commits") for r in runs),
+        "steps": steps,
+    }
+
+
+def load_before(path: Path = BEFORE) -> dict | None:
+    """The figures recorded before the run-cost work, when someone recorded them."""
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def _fresh_run(bench: Bench, landing: Path, rep: int) -> dict | None:
+    """One `python -m pipeline run all` process on a copy of ``landing``, wall clock."""
+    from pipeline.bench.run_cost import fresh_process
+
+    bench.say(f"small lake: `python -m pipeline run all` in a fresh process ({rep}) ...")
+    try:
+        (run,) = fresh_process(landing, 1, PROJECT_ROOT, bench.env)
+    except RuntimeError as exc:
+        bench.notes.append(f"small lake, fresh process {rep}: {exc}")
+        return None
+    bench.say(f"small lake: fresh process {run['seconds']:.1f} s, {run['commits']} Delta commits")
+    return run
+
+
+def _small_lake(bench: Bench) -> dict | None:
+    """The small-lake section's mandatory part: DuckDB, one fresh process, warm pairs.
+
+    The warm pairs run in one worker (one session, warmed on a scratch lake like
+    the app's), on copies of the same landing files DuckDB reads; more fresh
+    processes follow at the end of the bench while the budget allows
+    (``_small_lake_more``).
+    """
+    plan = bench.plan
+    size = plan.small_orders
+    if not size:
+        return None
+    lake = bench.work / f"lake-small-{size}"
+    bench.say(f"small lake: generating {size:,} orders ...")
+    params = {"orders": size, "batches": plan.batches, "seed": plan.seed}
+    gen = bench.worker("generate", {**params, "defect_rate": plan.defect_rate}, lake, "gen-small")
+    if not gen.ok:
+        raise WorkerFailed(f"generating the small lake failed: {gen.error}")
+    duck = [
+        _duckdb(bench, size, lake, f"small-{rep}", None)
+        for rep in range(1, 1 + plan.small_duckdb_reps)
+    ]
+    duck = [d for d in duck if d]
+    out: dict[str, Any] = {
+        "orders": size,
+        "rows": gen.data["rows"],
+        "duckdb": {
+            "seconds": stats([d["seconds"] for d in duck]),
+            "layers": {k: median(v) for k, v in _layer_stats(duck).items()},
+            "peak_memory_gb": gb(max((d["peak"] for d in duck), default=None)),
+        },
+        "_landing": lake / "landing",
+    }
+    first = _fresh_run(bench, lake / "landing", 1)
+    out["fresh_process_runs"] = [first] if first else []
+    bench.say(f"small lake: warm session, up to {plan.small_warm_pairs} full/incremental pairs ...")
+    res = bench.worker(
+        "run_cost",
+        {
+            "orders": size,
+            "landing": str(lake / "landing"),
+            "pairs": plan.small_warm_pairs,
+            # the first pair is mandatory; more only within a fifth of the bench's budget
+            "budget_seconds": plan.budget_seconds / 5,
+            "seed": plan.seed,
+        },
+        None,
+        "run-cost-small",
+    )
+    if not res.ok:
+        bench.notes.append(f"small lake, warm session: {res.error}")
+        return out
+    pairs = res.data["pairs"]
+    if len(pairs) < plan.small_warm_pairs:
+        bench.notes.append(
+            f"small lake: {len(pairs)} of {plan.small_warm_pairs} warm pair(s), time budget"
+        )
+    out["warm_pairs_planned"] = plan.small_warm_pairs
+    out["warm"] = {
+        "session_start_seconds": res.data["session_start_seconds"],
+        "warmup_seconds": res.data.get("warmup_seconds"),
+        "peak_memory_gb": gb(res.peak_bytes),
+        "pairs": pairs,
+        "full": run_summary([p["full"] for p in pairs]),
+        "incremental": run_summary([p["incremental"] for p in pairs if "incremental" in p]),
+    }
+    full = median(out["warm"]["full"]["seconds"])
+    inc = median(out["warm"]["incremental"]["seconds"])
+    bench.say(f"small lake: warm full {full} s, incremental {inc} s (medians)")
+    return out
+
+
+def _small_lake_more(bench: Bench, small: dict | None) -> None:
+    """More fresh processes while the budget allows, then the section's medians."""
+    if small is None:
+        return
+    runs = small["fresh_process_runs"]
+    for rep in range(len(runs) + 1, bench.plan.small_fresh_reps + 1):
+        if not runs:  # the first one failed: its note says why
+            break
+        if not bench.affordable(runs[-1]["seconds"] + 10):
+            bench.notes.append(
+                f"small lake: {len(runs)} of {bench.plan.small_fresh_reps} fresh process(es), "
+                "time budget"
+            )
+            break
+        run = _fresh_run(bench, small["_landing"], rep)
+        if run:
+            runs.append(run)
+    small["fresh_process"] = {
+        "seconds": stats([r["seconds"] for r in runs]),
+        "commits": _median_of(r["commits"] for r in runs),
+    }
+    del small["_landing"]
 
 
 def _measure_dq(bench: Bench, size: int, lake: Path, full: dict) -> dict:
@@ -887,6 +1176,8 @@ def _measure_incremental(
         "generate_seconds": first.get("_append_generate_seconds"),
         "seconds": run["seconds"],
         "layers": run["layers"],
+        "jobs": run["jobs"],
+        "commits": run["commits"],
         "steps": run["steps"],
         "fraction_of_full": ratio(run["seconds"], full, 4),
         # the worker's whole tree: warm-up, full run, append and increment
@@ -910,19 +1201,6 @@ def _measure_incremental(
     return out
 
 
-def _first_number(data: Any, names: Sequence[str]) -> float | None:
-    if isinstance(data, dict):
-        for name in names:
-            value = data.get(name)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-        for value in data.values():
-            found = _first_number(value, names)
-            if found is not None:
-                return found
-    return None
-
-
 def _measure_script(bench: Bench, kind: str, lake: Path | None) -> dict:
     script = SCRIPTS / f"bench_{kind}.py"
     if not script.is_file():
@@ -937,19 +1215,11 @@ def _measure_script(bench: Bench, kind: str, lake: Path | None) -> dict:
     out: dict[str, Any] = {"available": True, "entry": res.data.get("entry"), "result": raw}
     if lake is not None:
         out["lake_orders"] = bench.plan.largest
-    if kind == "pages":
-        value = _first_number(raw, ("page_seconds_max", "max_seconds", "seconds_max"))
-        if value is None and isinstance(raw, dict):
-            numbers = [v for v in raw.values() if isinstance(v, int | float)]
-            value = max(numbers) if numbers else None
-        out["page_seconds_max"] = None if value is None else round(value, 3)
-    else:
-        out["events_per_second"] = _first_number(
-            raw, ("stream_events_per_second", "events_per_second", "throughput")
-        )
-        out["latency_p95_seconds"] = _first_number(
-            raw, ("stream_latency_p95_seconds", "latency_p95_seconds", "p95_latency_seconds")
-        )
+    if kind == "pages":  # page_seconds(): {page: median rerun seconds}
+        out["page_seconds_max"] = round(max(raw.values()), 3) if raw else None
+    else:  # bench_stream(): its documented keys
+        out["events_per_second"] = raw["stream_events_per_second"]
+        out["latency_p95_seconds"] = raw["stream_latency_p95_seconds"]
     out["peak_memory_gb"] = gb(res.peak_bytes)
     return out
 
@@ -1009,8 +1279,8 @@ def machine_info(load_start: tuple[float, float, float] | None = None) -> dict:
         "duckdb": _version("duckdb"),
         "pandas": _version("pandas"),
         "pyarrow": _version("pyarrow"),
-        "spark_master": os.environ.get("SPARK_MASTER") or "local[2]",
-        "driver_memory": os.environ.get("SHOPLAKE_DRIVER_MEMORY", "2g"),
+        "spark_master": settings().spark_master or spark_settings().local_master,
+        "driver_memory": spark_settings().driver_memory,
         "load_average_at_start": [round(x, 2) for x in load_start] if load_start else None,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -1030,6 +1300,193 @@ def _spread(s: dict | None) -> str:
     if s["runs"] == 1:
         return f"{s['median']:.1f} s (1 run)"
     return f"{s['median']:.1f} s ({s['min']:.1f}-{s['max']:.1f}, {s['runs']} runs)"
+
+
+def _num(value: Any, unit: str = "") -> str:
+    """A figure as the tables show it: seconds to 0.1, counts whole, n/a when missing."""
+    if value is None:
+        return "n/a"
+    if unit == " s":
+        return f"{value:,.1f} s"
+    if unit == " GB":
+        return f"{value:,.2f} GB"
+    if unit == "x":
+        return f"{value:,.2f}x"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def _met(met: bool | None) -> str:
+    return "not measured" if met is None else ("**met**" if met else "**not met**")
+
+
+def render_targets(r: dict) -> list[str]:
+    rows = r.get("targets") or []
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Run-cost targets (issue 14)",
+        "",
+        "| # | target | limit | before | after | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in rows:
+        lines.append(
+            f"| {t['issue_target']} | {t['what']} | {t['limit']} | {_num(t['before'], t['unit'])} "
+            f"| {_num(t['after'], t['unit'])} | {_met(t['met'])} |"
+        )
+    return lines
+
+
+def _before_after(label: str, before: Any, after: Any, unit: str = "") -> str:
+    return (
+        f"| {label} | {_num(before, unit)} | {_num(after, unit)} "
+        f"| {_num(ratio(after, before, 2), 'x')} |"
+    )
+
+
+def render_step_table(after: dict | None, before: dict | None) -> list[str]:
+    """Per step: seconds, Spark jobs and Delta commits, before | after | ratio for seconds."""
+    after_steps = (after or {}).get("steps", {})
+    before_steps = (before or {}).get("steps", {})
+    names = list(dict.fromkeys([*after_steps, *before_steps]))
+    lines = [
+        "| step | seconds before | seconds after | ratio | Spark jobs before | after "
+        "| Delta commits before | after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        a, b = after_steps.get(name) or {}, before_steps.get(name) or {}
+        lines.append(
+            f"| {name} | {_num(b.get('seconds'), ' s')} | {_num(a.get('seconds'), ' s')} "
+            f"| {_num(ratio(a.get('seconds'), b.get('seconds'), 2), 'x')} "
+            f"| {_num(b.get('jobs'))} | {_num(a.get('jobs'))} "
+            f"| {_num(b.get('commits'))} | {_num(a.get('commits'))} |"
+        )
+    total_b, total_a = before or {}, after or {}
+    lines.append(
+        f"| **whole run** | {_num(median(total_b.get('seconds')), ' s')} "
+        f"| {_num(median(total_a.get('seconds')), ' s')} "
+        f"| {_num(ratio(median(total_a.get('seconds')), median(total_b.get('seconds')), 2), 'x')} "
+        f"| {_num(total_b.get('jobs'))} | {_num(total_a.get('jobs'))} "
+        f"| {_num(total_b.get('commits'))} | {_num(total_a.get('commits'))} |"
+    )
+    return lines
+
+
+def render_small_lake(r: dict) -> list[str]:
+    """The small-lake section: the run's fixed cost, before | after, and per step."""
+    small = r.get("small_lake")
+    if not small:
+        return []
+    before = _comparable_before(r)
+    warm = small.get("warm") or {}
+    b_full = run_summary([before["full"]]) if before.get("full") else {}
+    b_inc = run_summary([before["incremental"]]) if before.get("incremental") else {}
+    b_fresh = stats([f["seconds"] for f in before.get("fresh_process", [])])
+    a_full, a_inc = warm.get("full") or {}, warm.get("incremental") or {}
+    # a before file recorded before run_cost counted the whole run has only the steps' sum
+    counted_all = "step_jobs" in (before.get("full") or {"step_jobs": 0})
+    steps_only = "" if counted_all else " (before: its steps' jobs only)"
+    fresh = small.get("fresh_process") or {}
+    duck = small.get("duckdb") or {}
+    n = small["orders"]
+    lines = [
+        "",
+        f"## Small lake ({n:,} orders)",
+        "",
+        f"Landing files: {small['rows'].get('orders', 0):,} orders / "
+        f"{small['rows'].get('order_items', 0):,} order lines. A fresh process is "
+        f"`python -m pipeline run all` timed from outside (JVM start included): "
+        f"{_spread(fresh.get('seconds'))}. The warm session ran "
+        f"{len(warm.get('pairs', []))} full run(s), each followed by a 1 % append's "
+        f"incremental run, after an untimed warm-up on a 2,000-order scratch lake "
+        f"(full {_spread(a_full.get('seconds'))}, incremental "
+        f"{_spread(a_inc.get('seconds'))}). DuckDB rebuilt everything from the same landing "
+        f"files in {_spread(duck.get('seconds'))}.",
+        "",
+        "| measure | before | after | after / before |",
+        "|---|---|---|---|",
+        _before_after(
+            "`run all`, fresh process", median(b_fresh), median(fresh.get("seconds")), " s"
+        ),
+        _before_after(
+            "`run all`, warm session",
+            median(b_full.get("seconds")),
+            median(a_full.get("seconds")),
+            " s",
+        ),
+        _before_after(
+            "incremental run after a 1 % append",
+            median(b_inc.get("seconds")),
+            median(a_inc.get("seconds")),
+            " s",
+        ),
+        _before_after("Spark jobs, full run" + steps_only, b_full.get("jobs"), a_full.get("jobs")),
+        _before_after(
+            "Spark jobs, incremental run" + steps_only, b_inc.get("jobs"), a_inc.get("jobs")
+        ),
+        _before_after("Delta commits, full run", b_full.get("commits"), a_full.get("commits")),
+        _before_after("Delta commits, incremental run", b_inc.get("commits"), a_inc.get("commits")),
+        f"| DuckDB full rebuild, same files | n/a | {_num(median(duck.get('seconds')), ' s')} | |",
+        f"| ShopLake warm `run all` / DuckDB | n/a "
+        f"| {_num(ratio(median(a_full.get('seconds')), median(duck.get('seconds')), 2), 'x')} "
+        "| |",
+    ]
+    if before:
+        load = before.get("machine_load") or {}
+        start, end = load.get("before") or {}, load.get("after") or {}
+        lines += [
+            "",
+            f"Before: the code at {before.get('code') or 'n/a'}, recorded "
+            f"{start.get('at', 'n/a')} with `{before.get('command', 'n/a')}` while the machine's "
+            f"load average was {start.get('load_average', 'n/a')} at the start and "
+            f"{end.get('load_average', 'n/a')} at the end on {start.get('cores', '?')} cores "
+            "(`bench/results/before-run-cost.json`; a busy machine inflates seconds, not job or "
+            "commit counts).",
+        ]
+    else:
+        lines += [
+            "",
+            "No before figures at this size: `bench/results/before-run-cost.json` is missing "
+            "or holds another size.",
+        ]
+    lines += ["", "### Per step, full run (warm session, medians)", ""]
+    lines += render_step_table(a_full, b_full)
+    lines += ["", "### Per step, incremental run after a 1 % append (medians)", ""]
+    lines += render_step_table(a_inc, b_inc)
+    return lines
+
+
+def render_large_steps(r: dict) -> list[str]:
+    """Per step at the largest size: the full run's and the incremental run's figures."""
+    top = (r.get("scaling") or [{}])[-1].get("run_cost")
+    inc = r.get("incremental") or {}
+    if not top:
+        return []
+    inc_run = run_summary([inc]) if inc.get("steps") else {}
+    lines = [
+        "",
+        f"## Per step ({r['orders']:,} orders, full run and the 1 % incremental run)",
+        "",
+        "| step | full s | Spark jobs | Delta commits | incremental s | Spark jobs "
+        "| Delta commits |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    inc_steps = inc_run.get("steps", {})
+    for name in dict.fromkeys([*top["steps"], *inc_steps]):
+        f, i = top["steps"].get(name) or {}, inc_steps.get(name) or {}
+        lines.append(
+            f"| {name} | {_num(f.get('seconds'), ' s')} | {_num(f.get('jobs'))} "
+            f"| {_num(f.get('commits'))} | {_num(i.get('seconds'), ' s')} "
+            f"| {_num(i.get('jobs'))} | {_num(i.get('commits'))} |"
+        )
+    lines.append(
+        f"| **whole run** | {_num(median(top['seconds']), ' s')} | {_num(top.get('jobs'))} "
+        f"| {_num(top.get('commits'))} | {_num(inc.get('seconds'), ' s')} "
+        f"| {_num(inc.get('jobs'))} | {_num(inc.get('commits'))} |"
+    )
+    return lines
 
 
 def render_markdown(r: dict) -> str:
@@ -1070,6 +1527,8 @@ def render_markdown(r: dict) -> str:
         f"| Stream latency p95 | {_fmt(r['stream_latency_p95_seconds'], ' s', 2)} |",
         f"| Peak memory, whole process tree incl. JVM | {_fmt(r['peak_memory_gb'], ' GB', 2)} |",
         f"| Spark and DuckDB Gold equal | {'yes' if r['results_equal'] else 'NO'} |",
+        *render_targets(r),
+        *render_small_lake(r),
         "",
         "## Per layer (largest size, medians)",
         "",
@@ -1081,6 +1540,7 @@ def render_markdown(r: dict) -> str:
             f"| {layer} | {_fmt(s['shoplake_seconds'], ' s')} | {_fmt(s['duckdb_seconds'], ' s')} "
             f"| {_fmt(s['ratio_vs_duckdb'], 'x', 2)} |"
         )
+    lines += render_large_steps(r)
     lines += [
         "",
         "## Scaling",
@@ -1178,6 +1638,16 @@ def render_markdown(r: dict) -> str:
         "before any ratio is reported.",
         "- Figures are medians; the spread (min-max) and the run count are in the tables and "
         "`latest.json`. Repetitions are cut when the 20-minute budget would be exceeded.",
+        "- Small lake: the fresh process is `python -m pipeline run all` started by the bench "
+        "on a copy of the landing files and timed from outside (interpreter and JVM start "
+        "included); the warm session is one worker (`pipeline/bench/run_cost.py`) that warms "
+        "up on a 2,000-order scratch lake, then runs full/incremental pairs on new copies of "
+        "the same files, as many as a fifth of the budget allows (at most "
+        f"{(r.get('small_lake') or {}).get('warm_pairs_planned', 3)}). Spark jobs are "
+        "the jobs the session started during the run (its bookkeeping outside the steps "
+        "included; a step's are those of its job group); Delta commits are the commit files "
+        "the run added to the lake's tables' logs. Steps may run at once, so their seconds can "
+        "add up to more than the run's.",
         "- Process CPU seconds (user + system of the worker's whole process tree, the JVM "
         "included; for ShopLake those of the timed run, for DuckDB the whole worker) are given "
         "beside wall time: a busy shared machine inflates wall time far more than CPU time.",
@@ -1220,9 +1690,9 @@ def run_bench(
         shutil.rmtree(work, ignore_errors=True)
     results_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str) + "\n"
-    (results_dir / "latest.json").write_text(text)
     (results_dir / f"{plan.mode}.json").write_text(text)
-    if _should_write_report(plan.mode, report):
+    if _should_write_report(plan.mode, report):  # latest.json is the report's raw figures
+        (results_dir / "latest.json").write_text(text)
         report.write_text(render_markdown(result))
     missing = [k for k in REQUIRED_KEYS if result.get(k) is None]
     print(
@@ -1249,17 +1719,18 @@ def plan_for(args) -> Plan:
     sizes_wanted = getattr(args, "sizes", None)
     dq_orders = getattr(args, "dq_orders", None)
     budget = getattr(args, "budget_minutes", None)
-    if not (sizes_wanted or dq_orders or budget):
+    small = getattr(args, "small_orders", None)
+    if not (sizes_wanted or dq_orders or budget or small is not None):
         return plan
     sizes = tuple(sorted(set(sizes_wanted or plan.sizes) | ({dq_orders} if dq_orders else set())))
-    return Plan(
-        "custom",
-        sizes,
-        {s: plan.spark_reps.get(s, 1) for s in sizes},
-        plan.duckdb_reps,
-        dq_orders or min(sizes),
-        plan.dq_pairs,
-        budget * 60.0 if budget else plan.budget_seconds,
+    return dataclasses.replace(
+        plan,
+        mode="custom",
+        sizes=sizes,
+        spark_reps={s: plan.spark_reps.get(s, 1) for s in sizes},
+        dq_orders=dq_orders or min(sizes),
+        budget_seconds=budget * 60.0 if budget else plan.budget_seconds,
+        small_orders=plan.small_orders if small is None else small,
     )
 
 
@@ -1280,6 +1751,9 @@ def add_plan_options(parser) -> None:
         "--dq-orders", type=int, help="the size at which the quality overhead is measured"
     )
     parser.add_argument("--budget-minutes", type=float, help="time budget of the whole run")
+    parser.add_argument(
+        "--small-orders", type=int, help="size of the small-lake section (0: leave it out)"
+    )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ import io
 import json
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -357,21 +358,21 @@ def read_file(spark: SparkSession, info: FileInfo, source: Source, ingested_at: 
 
 
 def _logged_files(spark: SparkSession, source: Source) -> dict[str, tuple[str, int]]:
-    log = lake.read_or_none(spark, "bronze", LOG_TABLE)
-    if log is None:
+    if not lake.exists(spark, "bronze", LOG_TABLE):
         return {}
-    rows = (
-        log.filter(F.col("source") == source.name).select("file", "status", "size_bytes").collect()
+    rows = lake.rows(
+        spark, "bronze", LOG_TABLE, ["file", "status", "size_bytes"], ("source", source.name)
     )
     return {r["file"]: (r["status"], r["size_bytes"]) for r in rows}
 
 
 def _already_in_bronze(spark: SparkSession, source: Source, names: list[str]) -> set[str]:
-    bronze = lake.read_or_none(spark, "bronze", source.name)
-    if bronze is None or not names:
+    if not names or not lake.exists(spark, "bronze", source.name):
         return set()
-    found = bronze.filter(F.col("_source_file").isin(names)).select("_source_file").distinct()
-    return {r[0] for r in found.collect()}
+    return lake.distinct_values(spark, "bronze", source.name, "_source_file") & set(names)
+
+
+Defer = Callable[[str, str, T.StructType, list[tuple]], None]
 
 
 def _log_rows(
@@ -380,6 +381,7 @@ def _log_rows(
     entries: list[tuple[FileInfo, int, int, str, str | None]],
     run_id: str,
     now: dt.datetime,
+    defer: Defer | None,
 ) -> None:
     if not entries:
         return
@@ -401,6 +403,9 @@ def _log_rows(
         )
         for info, n_rows, n_bad, status, error in entries
     ]
+    if defer is not None:  # committed with the run's other bookkeeping (registry.Context)
+        defer("bronze", LOG_TABLE, LOG_SCHEMA, rows)
+        return
     lake.append(lake.rows_frame(spark, rows, LOG_SCHEMA), "bronze", LOG_TABLE)
 
 
@@ -414,8 +419,16 @@ def _short(exc: Exception) -> str:
     return (lines[0] if lines else type(exc).__name__)[:500]
 
 
-def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestResult:
-    """Append the source's new landing files to its Bronze table."""
+def ingest_source(
+    spark: SparkSession, source_name: str, run_id: str, defer: Defer | None = None
+) -> IngestResult:
+    """Append the source's new landing files to its Bronze table.
+
+    ``defer`` takes the ingest log's rows to be committed later (at the end of
+    the run); without it they are appended now. Either way they follow the
+    data commit, and a file whose rows are in Bronze but not in the log is
+    recognised on the next run (``_already_in_bronze``).
+    """
     source = SOURCES[source_name]
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     logged = _logged_files(spark, source)
@@ -437,7 +450,7 @@ def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestR
         for c in candidates
         if c.path.name in committed
     ]
-    _log_rows(spark, source, repaired, run_id, now)
+    _log_rows(spark, source, repaired, run_id, now, defer)
     candidates = [c for c in candidates if c.path.name not in committed]
 
     frames: list[tuple[FileInfo, DataFrame]] = []
@@ -460,7 +473,7 @@ def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestR
                 rows += n_rows
                 bad += n_bad
                 entries.append((info, n_rows, n_bad, "ingested", info.error))
-    _log_rows(spark, source, entries, run_id, now)
+    _log_rows(spark, source, entries, run_id, now, defer)
     unreadable = [e[4] or e[0].path.name for e in entries if e[3] == "unreadable"]
     drifted = [
         f"{e[0].path.name}: missing {e[0].missing or '-'}, extra {e[0].extra or '-'}"
@@ -473,15 +486,44 @@ def ingest_source(spark: SparkSession, source_name: str, run_id: str) -> IngestR
 def _count_by_file(spark: SparkSession, source: Source, names: list[str]) -> dict:
     """Rows and malformed rows per file, read back from what the commit stored.
 
-    Counting after the write reads two columns of the new files only (the file
-    names are in the Delta statistics), so the parsed batch need not be cached
-    in memory to be counted before it is written.
+    A data file of the write holds the rows of one landing file (each landing
+    file is its own scan, and the write does not shuffle), so the statistics
+    in the Delta log count them: rows, and rows whose ``_raw`` is not null.
+    Where they cannot tell (a table without local statistics), two columns of
+    the new files are read back, so the parsed batch need not be cached in
+    memory to be counted before it is written.
     """
+    counted = _count_from_stats(source, set(names))
+    if counted is not None:
+        return counted
     written = lake.read(spark, "bronze", source.name).filter(F.col("_source_file").isin(names))
     counts = written.groupBy("_source_file").agg(
         F.count(F.lit(1)).alias("rows"), F.count("_raw").alias("bad")
     )
     return {r["_source_file"]: (int(r["rows"]), int(r["bad"])) for r in counts.collect()}
+
+
+def _count_from_stats(source: Source, names: set[str]) -> dict | None:
+    stats = lake.file_stats("bronze", source.name)
+    needed = {"num_records", "min._source_file", "max._source_file", "null_count._raw"}
+    if stats is None or not needed <= set(stats.column_names):
+        return None
+    out: dict[str, tuple[int, int]] = {}
+    for row in stats.select(sorted(needed)).to_pylist():
+        low, high = row["min._source_file"], row["max._source_file"]
+        if low is None or high is None or len(low) >= 32:
+            return None  # no statistics, or cut at 32 characters: count by Spark
+        if low != high:
+            if any(low <= name <= high for name in names):
+                return None  # a data file that may mix landing files: count by Spark
+            continue
+        if low not in names:
+            continue
+        if row["num_records"] is None or row["null_count._raw"] is None:
+            return None
+        rows, bad = out.get(low, (0, 0))
+        out[low] = (rows + row["num_records"], bad + row["num_records"] - row["null_count._raw"])
+    return out
 
 
 def _write_frames(

@@ -11,7 +11,7 @@ from pipeline.registry import Context, Step, StepOutcome
 
 
 def _run(source: str, ctx: Context) -> StepOutcome:
-    result = ingest_source(ctx.spark, source, ctx.run_id)
+    result = ingest_source(ctx.spark, source, ctx.run_id, defer=ctx.defer)
     out = StepOutcome(rows_in=result.rows, rows_out=result.rows)
     out.add_checks(
         "bronze",

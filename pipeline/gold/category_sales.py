@@ -1,4 +1,9 @@
-"""gold.category_sales: month x category over revenue-bearing lines (DESIGN.md section 4)."""
+"""gold.category_sales: month x category over revenue-bearing lines (docs/contract.md §5).
+
+gross_margin sums line_net - line_cost over the lines whose cost is known
+(line_cost not null); a cell without any such line has a null margin, so the
+Unknown category (products not in the catalogue) never shows an invented one.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,15 @@ def build(fact_sales: DataFrame) -> DataFrame:
         "order_id",
         "quantity",
         "line_net",
-        (F.col("line_net") - F.col("line_cost")).alias("line_margin"),
+        F.when(F.col("line_cost").isNotNull(), F.col("line_net") - F.col("line_cost")).alias(
+            "line_margin"
+        ),
     )
     per_category = revenue_lines.groupBy("month", "category").agg(
         F.count_distinct("order_id").alias("orders"),
         F.sum("quantity").alias("units"),
         F.sum("line_net").alias("net_revenue"),
-        F.sum("line_margin").alias("gross_margin"),
+        F.sum("line_margin").alias("gross_margin"),  # sum() skips nulls; all null -> null
     )
     month_total = F.sum("net_revenue").over(Window.partitionBy("month"))
     return per_category.select(

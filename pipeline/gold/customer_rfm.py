@@ -1,4 +1,4 @@
-"""gold.customer_rfm: recency, frequency, monetary scores and segments (DESIGN.md section 4).
+"""gold.customer_rfm: recency, frequency, monetary scores and segments (docs/contract.md §5).
 
 A customer appears once they have a revenue-bearing order; as_of_date comes
 from the data (the day after the latest order_date), never the wall clock,
@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from pipeline.silver.normalise import REVENUE_STATUSES
 
-# (segment, r scores, f scores): DESIGN.md's table, the only copy.
+# (segment, r scores, f scores): docs/contract.md §5's table, the only copy in code.
 SEGMENTS: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = [
     ("champions", (5,), (4, 5)),
     ("loyal", (3, 4), (4, 5)),

@@ -1,4 +1,4 @@
-"""gold.daily_sales: one row per order_date on which any order exists (DESIGN.md section 4)."""
+"""gold.daily_sales: one row per order_date on which any order exists (docs/contract.md §5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """A local single-node Kafka broker (KRaft), started from Apache Kafka's own jars.
 
+Long (~550 lines): the broker's whole life cycle (start, probe, stop) and the client
+settings every Kafka user here shares, kept together.
+
 ShopLake runs ``kafka.Kafka`` in a detached Java process (its own session, so
 it outlives the app or CLI that started it), with data and logs under
 ``<lake>/_kafka``. A pid file and a small state file say which process and

@@ -32,7 +32,7 @@ def _guard(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
     def wrapped(args: argparse.Namespace) -> int:
         from pipeline.live.broker import BrokerError
-        from pipeline.live.stream import StreamError
+        from pipeline.live.errors import StreamError  # no Spark import for the kafka verbs
 
         try:
             return run(args)
@@ -181,6 +181,15 @@ def _stream_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stream_status(args: argparse.Namespace) -> int:
+    """The same status line as the pages (pipeline.live.health): exit 0 running, 3 not."""
+    from pipeline.live import health
+
+    live = health.live_status()
+    print(f"{live.headline}: {live.detail()}")
+    return EXIT_OK if live.running else 3
+
+
 # ---------------------------------------------------------------- registration
 
 
@@ -199,7 +208,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     produce = subparsers.add_parser(
         "produce",
         help="publish generated order events",
-        description="Publish generated order events (DESIGN.md section 5) to Kafka or to "
+        description="Publish generated order events (docs/contract.md §6) to Kafka or to "
         "the drop folder <lake>/stream_drop, with a share of malformed and duplicate ones.",
     )
     produce.add_argument(
@@ -222,7 +231,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="The live Structured Streaming query: Bronze, quarantine, dq results "
         "and the live Gold tables, exactly once (checkpoints under <lake>/_checkpoints/live).",
     )
-    verbs = stream.add_subparsers(dest="stream_action", required=True, metavar="run")
+    verbs = stream.add_subparsers(dest="stream_action", required=True, metavar="run|status")
     run = verbs.add_parser(
         "run",
         help="run the query",
@@ -246,6 +255,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="records (kafka) or files (files) per micro-batch",
     )
     run.set_defaults(func=_guard(_stream_run))
+    status = verbs.add_parser(
+        "status",
+        help="is the live stream running?",
+        description="Whether the live query and producers run (in any process: their "
+        "heartbeats) and the broker answers; exit 0 when the query runs, 3 when not.",
+    )
+    status.set_defaults(func=_guard(_stream_status))
 
 
 def main(argv: list[str] | None = None) -> int:

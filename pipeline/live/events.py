@@ -1,4 +1,7 @@
-"""Live order events as pure DataFrame transformations (DESIGN.md sections 4 and 5).
+"""Live order events as pure DataFrame transformations (docs/contract.md §5 and §6).
+
+Long (~460 lines) on purpose: every rule of a live event lives here, beside the
+others, so the stream, the crash tests and the contract cite one file.
 
 parse_events   raw value -> typed columns (the contract schema, every field read as text
                first so the section 3 rules decide, not the JSON parser)

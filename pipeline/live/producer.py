@@ -1,12 +1,22 @@
-"""Generated order events (DESIGN.md section 5), published to Kafka or a drop folder.
+"""Generated order events (docs/contract.md §6), published to Kafka or a drop folder.
+
+Long (~580 lines): the event generator, its shop catalogue and the two sinks share
+the seeded random stream that makes a run reproducible.
 
 Every message is one of: a fresh valid event, a malformed one (unparseable
 JSON, no event_id, an unknown status, bad items) or a duplicate (an earlier
 valid event re-sent with the same event_id). What was sent is returned, so a
 test can compute the expected live windows independently of Spark.
 
+Events are orders of the same shop as the batch data (issue 16), so live and
+batch figures compare: products and their list prices, customers and their
+countries come from the lake's own silver.products and silver.customers when
+it has them, else from the landing zone's product files, else from the
+generator's catalogue (pipeline/sources); basket sizes, quantities, discounts,
+channels and the status mix use the generator's weights (sources/catalog.py).
+
 The content (ids, statuses, items, which messages are malformed or repeated)
-depends only on the seed; event_ts is the wall clock at sending time (minus a
+depends only on the seed and the catalogue; event_ts is the wall clock at sending time (minus a
 small seeded jitter, so events arrive a little out of order, well inside the
 2-minute watermark), because the live query's watermark follows event time.
 """
@@ -26,10 +36,13 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from pipeline import storage
 from pipeline.config import settings
+from pipeline.live import paths
+from pipeline.live.health import producer_heartbeat
+from pipeline.sources import catalog as cat
 
 MALFORMED_KINDS = ("unparseable", "missing_event_id", "bad_status", "bad_items")
-REVENUE = {"processing", "shipped", "delivered"}
 # raw spelling -> canonical status (section 3); the producer spells them many ways
 STATUS_SPELLINGS: list[tuple[str, str]] = [
     ("paid", "processing"),
@@ -44,20 +57,9 @@ STATUS_SPELLINGS: list[tuple[str, str]] = [
     ("cancelled", "cancelled"),
     ("refunded", "returned"),
 ]
-STATUS_WEIGHTS = [14, 8, 6, 12, 5, 5, 14, 6, 6, 3, 2]
-CHANNELS = ("web", "mobile", "marketplace", "store")
-COUNTRIES = ("GB", "DE", "FR", "NL", "ES", "IT", "US", "SE")
-DISCOUNTS = ("0", "0", "0", "0", "5", "10", "12.5", "15", "20")
+DISCOUNT_CHANCE = 0.22  # the generator's share of discounted lines on an ordinary day
 TOPIC_PARTITIONS = 2
 FILE_CHUNK = 500
-
-
-@dataclass
-class WindowTotals:
-    orders: int = 0
-    units: int = 0
-    net_revenue: Decimal = Decimal("0.00")
-    events: int = 0
 
 
 @dataclass
@@ -70,91 +72,206 @@ class ProduceResult:
     malformed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MALFORMED_KINDS, 0))
     events: list[dict] = field(default_factory=list)  # the distinct valid events, as sent
     elapsed_seconds: float = 0.0
-    first_sent_at: float | None = None
-    last_sent_at: float | None = None
 
     @property
     def malformed_total(self) -> int:
         return sum(self.malformed.values())
 
-    def expected_windows(self) -> dict[dt.datetime, WindowTotals]:
-        """Per-minute totals of the valid distinct events (DESIGN.md 'Live windows')."""
-        return expected_windows(self.events)
-
-    def summary(self) -> dict:
-        return {
-            "target": self.target,
-            "destination": self.destination,
-            "sent": self.sent,
-            "valid": self.valid,
-            "duplicates": self.duplicates,
-            "malformed": self.malformed_total,
-            "elapsed_seconds": round(self.elapsed_seconds, 2),
-        }
-
-
-def line_net(quantity: int, unit_price: str, discount_pct: str) -> Decimal:
-    """round(q * p * (1 - d/100), 2) half up, in exact decimal arithmetic."""
-    value = Decimal(quantity) * Decimal(unit_price) * (Decimal(100) - Decimal(discount_pct))
-    return (value / Decimal(100)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-
-
-def minute_of(event_ts: str) -> dt.datetime:
-    ts = dt.datetime.fromisoformat(event_ts.replace("Z", "+00:00")).astimezone(dt.UTC)
-    return ts.replace(second=0, microsecond=0, tzinfo=None)
-
-
-def expected_windows(events: list[dict]) -> dict[dt.datetime, WindowTotals]:
-    out: dict[dt.datetime, WindowTotals] = {}
-    for event in events:
-        totals = out.setdefault(minute_of(event["event_ts"]), WindowTotals())
-        totals.events += 1
-        if STATUS_CANONICAL[event["status"]] not in REVENUE:
-            continue
-        totals.orders += 1
-        for item in event["items"]:
-            totals.units += int(item["quantity"])
-            totals.net_revenue += line_net(
-                int(item["quantity"]), str(item["unit_price"]), str(item["discount_pct"])
-            )
-    return out
-
-
-STATUS_CANONICAL = dict(STATUS_SPELLINGS)
-
 
 # ---------------------------------------------------------------- generation
+
+
+def _status_weights() -> list[float]:
+    """Each spelling's weight: its canonical status's batch share, split among its spellings."""
+    share = dict(zip(cat.STATUSES, cat.STATUS_WEIGHTS, strict=True))
+    spellings: dict[str, int] = {}
+    for _, canonical in STATUS_SPELLINGS:
+        spellings[canonical] = spellings.get(canonical, 0) + 1
+    return [share[canonical] / spellings[canonical] for _, canonical in STATUS_SPELLINGS]
+
+
+STATUS_WEIGHTS = _status_weights()
+
+
+@dataclass(frozen=True)
+class ShopCatalogue:
+    """What live orders are drawn from: the batch shop's products, prices and customers."""
+
+    source: str  # silver | landing | generator
+    product_ids: tuple[str, ...]
+    prices: tuple[str, ...]  # list price as decimal text
+    popularity: tuple[float, ...]  # cumulative weights (random.choices cum_weights)
+    customer_ids: tuple[str, ...]
+    countries: tuple[str, ...]  # the customer's country, "" when unknown
+
+
+def _popularity(product_ids: list[str]) -> list[float]:
+    """The generator's fixed heavy-tailed popularity of a product number (sources/items.py)."""
+    import numpy as np
+
+    from pipeline.sources.items import _popularity as weight_of
+
+    numbers = np.array(
+        [int(p[1:]) if p[1:].isdigit() else i for i, p in enumerate(product_ids)], dtype=np.int64
+    )
+    return list(np.cumsum(weight_of(numbers)))
+
+
+def _price_text(value: object) -> str | None:
+    try:
+        price = Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    except (ArithmeticError, ValueError):
+        return None
+    return f"{price}" if Decimal("0") < price <= Decimal("100000") else None
+
+
+def _catalogue(source: str, products: dict[str, str], customers: dict[str, str]) -> ShopCatalogue:
+    ids = sorted(products)
+    people = sorted(customers)
+    return ShopCatalogue(
+        source=source,
+        product_ids=tuple(ids),
+        prices=tuple(products[p] for p in ids),
+        popularity=tuple(_popularity(ids)),
+        customer_ids=tuple(people),
+        countries=tuple(customers[c] for c in people),
+    )
+
+
+def _silver_catalogue() -> tuple[dict[str, str], dict[str, str]]:
+    from pipeline.read import read_arrow
+
+    products: dict[str, str] = {}
+    table = read_arrow("silver", "products", ["product_id", "list_price", "is_active"])
+    if table is not None:
+        for row in table.to_pylist():
+            price = _price_text(row["list_price"])
+            if row["product_id"] and price and row["is_active"] is not False:
+                products[str(row["product_id"])] = price
+    customers: dict[str, str] = {}
+    table = read_arrow("silver", "customers", ["customer_id", "country"])
+    if table is not None:
+        for row in table.to_pylist():
+            if row["customer_id"]:
+                customers[str(row["customer_id"])] = str(row["country"] or "")
+    return products, customers
+
+
+def _landing_catalogue() -> tuple[dict[str, str], dict[str, str]]:
+    """Products (Parquet) and customers (JSON Lines) as landed; bad records are skipped."""
+    import pyarrow.parquet as pq
+
+    root = Path(settings().lake) / "landing"
+    products: dict[str, str] = {}
+    for path in sorted((root / "products").glob("[!_.]*.parquet")):
+        try:
+            rows = pq.read_table(path, columns=["product_id", "list_price", "is_active"])
+        except Exception:  # an unreadable file: the other files remain
+            continue
+        for row in rows.to_pylist():
+            pid, price = row["product_id"], _price_text(row["list_price"])
+            if isinstance(pid, str) and pid.startswith("P") and price:
+                if row["is_active"] is False:
+                    products.pop(pid, None)
+                else:
+                    products[pid] = price
+    customers: dict[str, str] = {}
+    for path in sorted((root / "customers").glob("[!_.]*.jsonl")):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                cid = record.get("customer_id") if isinstance(record, dict) else None
+                if isinstance(cid, str) and cid.startswith("C"):
+                    customers[cid] = str(record.get("country") or "")
+    return products, customers
+
+
+def _generator_catalogue(products: int = 50, customers: int = 2500) -> ShopCatalogue:
+    """The generator's own catalogue (a fixed seed) for a lake without any data yet.
+
+    Sized like the default demo lake (10,000 orders: 50 products, 2,500 customers).
+    """
+    import numpy as np
+
+    from pipeline.sources.contract import CUSTOMER_ID_WIDTH, PRODUCT_ID_WIDTH, WINDOW_END
+    from pipeline.sources.products import _make_products
+
+    rng = np.random.default_rng(20_240_601)
+    made = _make_products(rng, np.arange(1, products + 1, dtype=np.int64), WINDOW_END)
+    items = {
+        f"P{int(n):0{PRODUCT_ID_WIDTH}d}": f"{Decimal(int(c)) / 100:.2f}"
+        for n, c, active in zip(made["num"], made["list"], made["active"], strict=True)
+        if active
+    }
+    weights = np.asarray(cat.COUNTRY_WEIGHTS) / np.sum(cat.COUNTRY_WEIGHTS)
+    country = rng.choice(len(cat.COUNTRIES), customers, p=weights)
+    people = {
+        f"C{i + 1:0{CUSTOMER_ID_WIDTH}d}": cat.COUNTRIES[int(c)] for i, c in enumerate(country)
+    }
+    return _catalogue("generator", items, people)
+
+
+def shop_catalogue() -> ShopCatalogue:
+    """The shop live orders come from: Silver, else the landing zone, else the generator."""
+    fallback = _generator_catalogue()
+    for source, load in (("silver", _silver_catalogue), ("landing", _landing_catalogue)):
+        try:
+            products, customers = load()
+        except Exception:  # an unreadable table: try the next source
+            continue
+        if products:
+            if not customers:
+                customers = dict(zip(fallback.customer_ids, fallback.countries, strict=True))
+            return _catalogue(source, products, customers)
+    return fallback
 
 
 class EventFactory:
     """Seeded generator of order events and their malformed variants."""
 
-    def __init__(self, seed: int | None):
+    def __init__(self, seed: int | None, catalogue: ShopCatalogue | None = None):
         self.rng = random.Random(seed)
+        self.shop = catalogue or shop_catalogue()
+        self._lines = list(range(1, len(cat.LINES_WEIGHTS) + 1))
+        self._quantities = list(range(1, len(cat.QUANTITY_WEIGHTS) + 1))
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:16]}"
 
     def _item(self) -> dict:
+        shop = self.shop
+        k = self.rng.choices(range(len(shop.product_ids)), cum_weights=shop.popularity)[0]
+        discount = 0
+        if self.rng.random() < DISCOUNT_CHANCE:
+            discount = self.rng.choices(cat.DISCOUNTS, weights=cat.DISCOUNT_WEIGHTS)[0]
         return {
-            "product_id": f"P{self.rng.randint(1, 500):05d}",
-            "quantity": self.rng.choice((1, 1, 1, 2, 2, 3, 4, 5)),
-            "unit_price": f"{self.rng.randint(100, 50000) / 100:.2f}",
-            "discount_pct": self.rng.choice(DISCOUNTS),
+            "product_id": shop.product_ids[k],
+            "quantity": self.rng.choices(self._quantities, weights=cat.QUANTITY_WEIGHTS)[0],
+            "unit_price": shop.prices[k],
+            "discount_pct": str(discount),
         }
 
     def valid(self, now: dt.datetime, jitter_seconds: float) -> dict:
         ts = now - dt.timedelta(seconds=self.rng.uniform(0, jitter_seconds))
         status = self.rng.choices(STATUS_SPELLINGS, weights=STATUS_WEIGHTS)[0][0]
+        k = self.rng.randrange(len(self.shop.customer_ids))
+        country = (
+            self.shop.countries[k]
+            or self.rng.choices(cat.COUNTRIES, weights=cat.COUNTRY_WEIGHTS)[0]
+        )
+        lines = self.rng.choices(self._lines, weights=cat.LINES_WEIGHTS)[0]
         return {
             "event_id": self._id("ev"),
             "order_id": self._id("o"),
-            "customer_id": f"C{self.rng.randint(1, 5000):06d}",
+            "customer_id": self.shop.customer_ids[k],
             "event_ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
             "status": status,
-            "channel": self.rng.choice(CHANNELS),
-            "country": self.rng.choice(COUNTRIES),
-            "items": [self._item() for _ in range(self.rng.choice((1, 1, 2, 2, 3, 4)))],
+            "channel": self.rng.choices(cat.CHANNELS, weights=cat.CHANNEL_WEIGHTS)[0],
+            "country": country,
+            "items": [self._item() for _ in range(lines)],
         }
 
     def malformed(self, now: dt.datetime, jitter_seconds: float) -> tuple[str, str, bytes]:
@@ -270,10 +387,11 @@ class _FileSink:
 
 
 def drop_folder() -> Path:
-    lake = settings().lake
-    if "://" in lake:
+    """The query's drop folder (pipeline.live.paths), which the file sink writes as files."""
+    local = storage.local_path(paths.drop_folder())
+    if local is None:
         raise ValueError("the file drop target needs a local lake folder")
-    return Path(lake) / "stream_drop"
+    return local
 
 
 def ensure_topic(topic: str, partitions: int = TOPIC_PARTITIONS) -> bool:
@@ -318,6 +436,7 @@ def produce(
     progress: Callable[[ProduceResult], None] | None = None,
     keep_events: bool = True,
     on_send: Callable[[dict, float], None] | None = None,
+    catalogue: ShopCatalogue | None = None,
 ) -> ProduceResult:
     """Send `events` messages (None: until `stop` is set) at `rate` per second (None: at once).
 
@@ -330,7 +449,7 @@ def produce(
         raise ValueError("malformed and duplicates are shares between 0 and 1 (sum at most 1)")
     if rate is not None and rate <= 0:
         raise ValueError("rate must be positive")
-    factory = EventFactory(seed)
+    factory = EventFactory(seed, catalogue)
     decide = random.Random(None if seed is None else seed + 7919)
     topic = topic or settings().topic
     if target == "kafka":
@@ -345,6 +464,12 @@ def produce(
     last_report = started
     last_file_flush = started
     i = 0
+    beat = producer_heartbeat(
+        {"kind": "producer", "target": target, "rate": rate, "destination": destination},
+        lambda: {"sent": result.sent},
+    )
+    with contextlib.suppress(OSError):  # the status display must never stop the producer
+        beat.start()
     try:
         while events is None or i < events:
             if stop is not None and stop.is_set():
@@ -381,9 +506,6 @@ def produce(
                 if on_send is not None:
                     on_send(event, time.time())
             result.sent += 1
-            result.last_sent_at = time.time()
-            if result.first_sent_at is None:
-                result.first_sent_at = result.last_sent_at
             i += 1
             tick = time.monotonic()
             if rate is not None and isinstance(sink, _FileSink) and tick - last_file_flush >= 1:
@@ -394,6 +516,7 @@ def produce(
                 progress(result)
                 last_report = tick
     finally:
+        beat.stop()
         sink.close()
     result.elapsed_seconds = time.monotonic() - started
     return result

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipeline import config
 from pipeline.quality.expectations import RuleCount
 
 
 def freshness_days() -> int:
     """How old the newest record may be before the freshness check warns."""
-    return int(os.environ.get("SHOPLAKE_FRESHNESS_DAYS", "400"))
+    return config.freshness_days()
 
 
 def table_checks(

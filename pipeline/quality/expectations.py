@@ -36,16 +36,6 @@ class Expectation:
         return F.coalesce(F.expr(self.condition), F.lit(False))
 
 
-class ExpectationFailed(RuntimeError):
-    """A fail-action rule fired: the step stops before writing anything."""
-
-    def __init__(self, table: str, failures: dict[str, int]):
-        self.table = table
-        self.failures = failures
-        listed = ", ".join(f"{rule} ({count} rows)" for rule, count in failures.items())
-        super().__init__(f"{table}: fail rule fired: {listed}")
-
-
 @dataclass(frozen=True)
 class RuleCount:
     rule: str
@@ -97,12 +87,6 @@ def count_failures(flagged: DataFrame, expectations: Sequence[Expectation]) -> l
     return [
         RuleCount(e.name, e.action, rows, int(row[i + 1] or 0)) for i, e in enumerate(expectations)
     ]
-
-
-def raise_on_fail(table: str, counts: Sequence[RuleCount]) -> None:
-    fired = {c.rule: c.rows_failed for c in counts if c.action == "fail" and c.rows_failed}
-    if fired:
-        raise ExpectationFailed(table, fired)
 
 
 def only_well_formed(condition: str) -> str:

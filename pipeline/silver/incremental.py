@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,7 +29,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline import lake
+from pipeline import config, lake
+from pipeline.config import settings
 from pipeline.quality.expectations import Expectation
 
 STATE_TABLE = "_refine_state"
@@ -47,6 +47,10 @@ STATE_SCHEMA = T.StructType(
         T.StructField("counts", T.MapType(T.StringType(), T.LongType())),
         T.StructField("fingerprint", T.StringType()),
         T.StructField("refined_at", T.TimestampType()),
+        # the Delta versions of the tables the refine wrote, as it left them: the next
+        # incremental refine reads the touched keys' earlier fates there, so a run
+        # killed after its MERGE but before its state commit cannot skew the counts
+        T.StructField("versions", T.MapType(T.StringType(), T.LongType())),
     ]
 )
 
@@ -68,6 +72,7 @@ class State:
     counts: dict[str, int]
     fingerprint: str
     run_id: str = ""
+    versions: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,20 @@ class Plan:
         return not self.full and not self.new_files and not self.new_upstream_files
 
 
+def recompute_below() -> int:
+    """Bronze rows under which a table with new files is recomputed rather than merged.
+
+    Measured on this project's 2-core reference machine (BENCHMARKS.md): at
+    10,000 orders a recompute of a source takes a few overwrites, the
+    incremental path two MERGEs and its bookkeeping, about twice as long;
+    from a few hundred thousand rows the recompute's data costs more.
+    ``SHOPLAKE_INCREMENTAL_MIN_ROWS`` sets it (0: always incremental).
+    """
+    return settings().incremental_min_rows
+
+
 def full_refresh_requested() -> bool:
-    return os.environ.get("SHOPLAKE_FULL_REFRESH", "").lower() in ("1", "true", "yes", "on")
+    return config.full_refresh_requested()
 
 
 def fingerprint(*rule_sets: Sequence[Expectation]) -> str:
@@ -102,29 +119,33 @@ def fingerprint(*rule_sets: Sequence[Expectation]) -> str:
 
 
 def read_state(spark: SparkSession, source: str) -> State | None:
-    table = lake.read_or_none(spark, "silver", STATE_TABLE)
-    if table is None:
+    if not lake.exists(spark, "silver", STATE_TABLE):
         return None
-    rows = (
-        table.filter(F.col("source_table") == source)
-        .orderBy(F.col("refined_at").desc(), F.col("run_id").desc())
-        .limit(1)
-        .collect()
-    )
+    columns = [f.name for f in STATE_SCHEMA.fields]
+    rows = lake.rows(spark, "silver", STATE_TABLE, columns, ("source_table", source))
     if not rows:
         return None
-    row = rows[0]
+    row = max(rows, key=lambda r: (r["refined_at"], r["run_id"]))
     return State(
         files=frozenset(row["files"] or ()),
         upstream_files=frozenset(row["upstream_files"] or ()),
-        counts={k: int(v) for k, v in (row["counts"] or {}).items()},
+        counts={k: int(v) for k, v in _pairs(row["counts"])},
         fingerprint=row["fingerprint"],
         run_id=row["run_id"],
+        versions=dict(_pairs(row.get("versions"))) or None,
     )
 
 
-def write_state(
-    spark: SparkSession,
+def _pairs(value: object) -> list[tuple[str, int]]:
+    """A map column as Spark (a dict) or Arrow (a list of pairs) returns it."""
+    if not value:
+        return []
+    if isinstance(value, dict):
+        return list(value.items())
+    return [tuple(pair) for pair in value]
+
+
+def state_row(
     source: str,
     run_id: str,
     full: bool,
@@ -132,8 +153,10 @@ def write_state(
     rules_fingerprint: str,
     files: Iterable[str] = (),
     upstream_files: Iterable[str] = (),
-) -> None:
-    row = (
+    versions: dict[str, int] | None = None,
+) -> tuple:
+    """One ``_refine_state`` row; the runner commits a run's rows together at its end."""
+    return (
         source,
         run_id,
         "full" if full else "incremental",
@@ -142,12 +165,13 @@ def write_state(
         {k: int(v) for k, v in counts.items()},
         rules_fingerprint,
         dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        versions,
     )
-    lake.append(lake.rows_frame(spark, [row], STATE_SCHEMA), "silver", STATE_TABLE)
 
 
-def files_in(bronze: DataFrame) -> frozenset[str]:
-    return frozenset(r[0] for r in bronze.select("_source_file").distinct().collect())
+def files_in(spark: SparkSession, source: str) -> frozenset[str]:
+    """The landing files in a Bronze table (from its file statistics where they tell)."""
+    return frozenset(lake.distinct_values(spark, "bronze", source, "_source_file"))
 
 
 def make_plan(
@@ -205,25 +229,17 @@ def combine(prev: dict[str, int], old: dict[str, int], new: dict[str, int]) -> d
     return {k: prev.get(k, 0) - old.get(k, 0) + new.get(k, 0) for k in sorted(keys)}
 
 
-def record_touched(spark: SparkSession, source: str, run_id: str, keys: DataFrame | None) -> None:
-    """Which keys a refine changed (``None``: all of them), for the steps downstream.
+def touched_rows(source: str, run_id: str, keys: list[str] | None) -> list[tuple]:
+    """``_touched_keys`` rows: which keys a refine changed (``None``: all of them).
 
-    Written before the refine's state row: a run killed in between refines
-    the same files again and records the same keys again, which is harmless.
+    The steps downstream in the same run read them from ``Context.touched``;
+    later runs from the table, committed at the end of the run before the
+    refine state (a run killed in between refines the same files again and
+    records the same keys again, which is harmless).
     """
     if keys is None:
-        lake.append(
-            lake.rows_frame(spark, [(source, run_id, None)], TOUCHED_SCHEMA),
-            "silver",
-            TOUCHED_TABLE,
-        )
-        return
-    rows = keys.select(
-        F.lit(source).alias("source_table"),
-        F.lit(run_id).alias("run_id"),
-        F.col(keys.columns[0]).cast("string").alias("key"),
-    )
-    lake.append(rows, "silver", TOUCHED_TABLE)
+        return [(source, run_id, None)]
+    return [(source, run_id, key) for key in keys]
 
 
 def touched_since(spark: SparkSession, run_id: str) -> DataFrame | None:

@@ -1,7 +1,10 @@
 """The dimensional model: dim_customer (SCD type 2), dim_product, dim_date, fact_sales.
 
 Orphans are kept, never lost: an order whose customer is unknown and an item
-whose product is unknown join to the unknown member of the dimension.
+whose product is unknown join to the unknown member of the dimension. The
+unknown product's unit_cost is null (its cost is not known, not zero), as is a
+known product's missing unit_cost, so their lines carry a null line_cost and
+never invent a margin (docs/contract.md §3 and §5).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def dim_customer(versions: DataFrame) -> DataFrame:
 
 
 def dim_product(products: DataFrame) -> DataFrame:
+    """Current products plus the unknown member; an unknown cost stays null."""
     current = products.select(
         "product_id",
         "name",
@@ -61,7 +65,7 @@ def dim_product(products: DataFrame) -> DataFrame:
         "subcategory",
         "brand",
         "list_price",
-        F.coalesce(F.col("unit_cost"), F.lit(0).cast("decimal(18,4)")).alias("unit_cost"),
+        F.col("unit_cost").cast("decimal(18,4)").alias("unit_cost"),
         "is_active",
     )
     unknown = current.sparkSession.range(1).select(
@@ -71,7 +75,7 @@ def dim_product(products: DataFrame) -> DataFrame:
         F.lit(None).cast("string").alias("subcategory"),
         F.lit(None).cast("string").alias("brand"),
         F.lit(None).cast("decimal(18,4)").alias("list_price"),
-        F.lit(0).cast("decimal(18,4)").alias("unit_cost"),
+        F.lit(None).cast("decimal(18,4)").alias("unit_cost"),
         F.lit(None).cast("boolean").alias("is_active"),
     )
     return current.unionByName(unknown)
@@ -97,7 +101,10 @@ def dim_date(spark: SparkSession, orders: DataFrame) -> DataFrame:
 def fact_sales(
     orders: DataFrame, items: DataFrame, products: DataFrame, customers: DataFrame
 ) -> DataFrame:
-    """One row per order line with its money; every item has an order (orphans are quarantined)."""
+    """One row per order line with its money; every item has an order (orphans are quarantined).
+
+    line_cost is null when the product or its unit_cost is unknown.
+    """
     product = products.select(
         F.col("product_id").alias("_product_id"),
         F.col("name").alias("product_name"),
@@ -116,7 +123,6 @@ def fact_sales(
         on=with_product["customer_id"] == known_customers["_customer_id"],
         how="left",
     )
-    unit_cost = F.coalesce(F.col("_unit_cost"), F.lit(0).cast("decimal(18,4)"))
     return with_customer.select(
         F.col("order_id"),
         F.col("line_no"),
@@ -141,5 +147,5 @@ def fact_sales(
         F.col("discount_pct"),
         line_gross(F.col("quantity"), F.col("unit_price")).alias("line_gross"),
         line_net(F.col("quantity"), F.col("unit_price"), F.col("discount_pct")).alias("line_net"),
-        line_cost(F.col("quantity"), unit_cost).alias("line_cost"),
+        line_cost(F.col("quantity"), F.col("_unit_cost")).alias("line_cost"),
     )

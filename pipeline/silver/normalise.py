@@ -1,4 +1,4 @@
-"""Column normalisation rules of DESIGN.md section 3, as Spark column expressions.
+"""Column normalisation rules of docs/contract.md §3, as Spark column expressions.
 
 They are built-in functions only (no UDFs), so Spark can optimise them, and the
 batch Silver step and the live stream share them.
@@ -23,8 +23,10 @@ _TS_FORMATS: list[tuple[str, str | None]] = [
         None,
     ),
     (r"^\d{4}-\d{2}-\d{2}$", "yyyy-MM-dd"),
-    (r"^\d{2}/\d{2}/\d{4}$", "MM/dd/yyyy"),
-    (r"^\d{2}-\d{2}-\d{4}$", "dd-MM-yyyy"),
+    # month and day with or without a leading zero (7/8/2014, as spreadsheets write them);
+    # the one-letter patterns parse one or two digits, the regex keeps it to two at most
+    (r"^\d{1,2}/\d{1,2}/\d{4}$", "M/d/yyyy"),
+    (r"^\d{1,2}-\d{1,2}-\d{4}$", "d-M-yyyy"),
     (r"^\d{8}$", "yyyyMMdd"),
     (r"^[A-Za-z]+ \d{1,2}, \d{4}$", "MMMM d, yyyy"),
 ]

@@ -1,7 +1,7 @@
 """silver.orders: one row per order, its latest valid version.
 
 Rules beside the logic: the expectations below are the only place the
-order rules of DESIGN.md section 3 are stated.
+order rules of docs/contract.md §3 are stated.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Bronze -> Silver recipe every source follows (DESIGN.md section 3).
+"""The Bronze -> Silver recipe every source follows (docs/contract.md §3).
 
 (1) exact duplicates are marked, (2) every other record is checked against
 the table's expectations, (3) among the passing records one version per key
@@ -9,7 +9,6 @@ and is counted, not assumed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipeline import config
 from pipeline.contract import Source
 from pipeline.quality.expectations import (
     FAIL_RULES,
@@ -38,6 +38,7 @@ FATE = "_fate"
 VERSION_KEY = "_vk"  # _vk0, _vk1...: the key as Silver stores it, kept on every row
 FATES = ("silver", "quarantined", "duplicate", "superseded")
 CONFLICT_RULE = "conflicting_versions"
+FAILING = "failing"  # checked records quarantined or failing a fail rule (the quality score's)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Refined:
 
 def expectations_enabled() -> bool:
     """SHOPLAKE_EXPECTATIONS=off runs Silver without its rules, to measure their cost."""
-    return os.environ.get("SHOPLAKE_EXPECTATIONS", "on").lower() not in ("off", "0", "false")
+    return config.expectations_enabled()
 
 
 def refine(
@@ -115,6 +116,8 @@ def _count(
     aggs = [F.count(F.lit(1)).alias("bronze")]
     aggs += [F.sum((F.col(FATE) == f).cast("int")).alias(f) for f in FATES]
     aggs.append(F.sum(not_dup.cast("int")).alias("checked"))
+    failing = (F.col(FATE) == "quarantined") | (F.size(F.col(FAIL_RULES)) > 0)
+    aggs.append(F.sum((not_dup & failing).cast("int")).alias(FAILING))
     aggs.append(
         F.sum(F.array_contains(F.col(QUARANTINE_RULES), CONFLICT_RULE).cast("int")).alias(
             CONFLICT_RULE
@@ -125,7 +128,8 @@ def _count(
         failed = not_dup & F.array_contains(F.col(columns[e.action]), e.name)
         aggs.append(F.sum(failed.cast("int")).alias(f"r{i}"))
     row = fated.agg(*aggs).first().asDict()
-    counts = {k: int(row.get(k) or 0) for k in ("bronze", *FATES, "checked", CONFLICT_RULE)}
+    names = ("bronze", *FATES, "checked", FAILING, CONFLICT_RULE)
+    counts = {k: int(row.get(k) or 0) for k in names}
     rules = [
         RuleCount(e.name, e.action, counts["checked"], int(row[f"r{i}"] or 0))
         for i, e in enumerate(expectations)

@@ -13,6 +13,7 @@ Order matters: customers and products before orders, orders before items
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from types import ModuleType
 
 from pyspark import StorageLevel
@@ -23,9 +24,11 @@ from pipeline import lake
 from pipeline.contract import SOURCES, UNKNOWN_CUSTOMER, Source
 from pipeline.quality.checks import table_checks
 from pipeline.quality.expectations import Expectation, RuleCount
+from pipeline.quality.scores import SUMMARY_RULE
 from pipeline.registry import Context, Step, StepOutcome, raise_on_fail
 from pipeline.silver import customers, incremental, model, order_items, orders, products
 from pipeline.silver.refine import (
+    FAILING,
     FATE,
     VERSION_KEY,
     Refined,
@@ -55,9 +58,21 @@ FATE_KEYS = ("bronze", "silver", "quarantined", "duplicate", "superseded")
 
 
 def _outcome(
-    source: Source, counts: dict[str, int], rules: list[RuleCount], bronze_rows: int
+    source: Source,
+    counts: dict[str, int],
+    rules: list[RuleCount],
+    bronze_rows: int,
+    checked: dict[str, int] | None = None,
 ) -> StepOutcome:
-    """Rows, the cumulative reconciliation and the fate checks of one Silver table."""
+    """Rows, the cumulative reconciliation and the fate checks of one Silver table.
+
+    ``counts`` are cumulative (all of Bronze); ``checked`` are the fates of the
+    records this run judged (the same on a full recompute). The rule rows are
+    over the checked records, so the quality score is this run's; the
+    ``records_failing_any_rule`` row gives the score its exact numerator (a
+    record that failed two rules counts once: docs/quality.md).
+    """
+    checked = checked or counts
     out = StepOutcome(
         rows_in=counts["bronze"],
         rows_out=counts["silver"],
@@ -70,22 +85,29 @@ def _outcome(
         source.name,
         [
             *rules,
-            RuleCount("exact_duplicates", "warn", counts["bronze"], counts["duplicate"]),
-            RuleCount("superseded_versions", "warn", counts["checked"], counts["superseded"]),
+            RuleCount("exact_duplicates", "warn", checked["bronze"], checked["duplicate"]),
+            RuleCount("superseded_versions", "warn", checked["checked"], checked["superseded"]),
+            RuleCount(SUMMARY_RULE, "summary", checked["checked"], checked[FAILING]),
             RuleCount("reconciliation", "fail", 1, 0 if balanced else 1),
         ],
     )
     return out
 
 
-def _apply(ctx: Context, module: ModuleType, refined: Refined, silver: DataFrame) -> StepOutcome:
-    """Check first, then write: a fail rule leaves the Silver tables as they were."""
+def _apply(
+    ctx: Context, module: ModuleType, refined: Refined, silver: DataFrame, compare: bool = True
+) -> StepOutcome:
+    """Check first, then write: a fail rule leaves the Silver tables as they were.
+
+    ``compare``: leave a table alone when its rows are the same (``lake.sync``);
+    pointless when new Bronze files were refined.
+    """
     source = module.SOURCE
     counts = refined.counts
     out = _outcome(source, counts, refined.rules, counts["bronze"])
     out.add_checks("silver", source.name, table_checks(silver, source.key, module.COLUMNS))
     raise_on_fail(out)
-    lake.sync(silver, "silver", source.name, keys=source.key)
+    lake.sync(silver, "silver", source.name, keys=source.key, compare=compare)
     lake.sync(
         quarantine_rows(refined, source, module.record_key()),
         "silver",
@@ -93,6 +115,7 @@ def _apply(ctx: Context, module: ModuleType, refined: Refined, silver: DataFrame
         keys=("source_table", "record_id"),
         scope=_scope(source),
         partition_by=("source_table",),
+        compare=compare,
     )
     return out
 
@@ -120,21 +143,32 @@ def _refine(
 
 
 def run_products(ctx: Context) -> StepOutcome:
-    refined = _refine(ctx, products, products.typed)
-    try:
-        silver = products.to_silver(refined.silver())
-        out = _apply(ctx, products, refined, silver)
-        lake.overwrite(
-            model.dim_product(lake.read(ctx.spark, "silver", "products")), "silver", "dim_product"
-        )
-        return out
-    finally:
-        refined.release()
+    """Products are few: whenever new files arrive they are recomputed from all of Bronze."""
+    return _refine_incrementally(
+        ctx,
+        products,
+        products.typed,
+        group=F.trim(F.col("product_id")),
+        then=_dim_product,
+        always_full=True,
+        derived=("dim_product",),
+    )
+
+
+def _dim_product(ctx: Context, refined: Refined, full: bool) -> None:
+    lake.overwrite(
+        model.dim_product(lake.read(ctx.spark, "silver", "products")), "silver", "dim_product"
+    )
 
 
 def run_customers(ctx: Context) -> StepOutcome:
     return _refine_incrementally(
-        ctx, customers, customers.typed, group=F.trim(F.col("customer_id")), then=_dim_customer
+        ctx,
+        customers,
+        customers.typed,
+        group=F.trim(F.col("customer_id")),
+        then=_dim_customer,
+        derived=("dim_customer",),
     )
 
 
@@ -172,13 +206,20 @@ def _refine_incrementally(
     group: Column,
     upstream: ModuleType | None = None,
     then: Callable[[Context, Refined, bool], None] | None = None,
+    always_full: bool = False,
+    derived: tuple[str, ...] = (),
 ) -> StepOutcome:
     """Refine the Bronze files Silver has not seen (pipeline/silver/incremental.py).
 
     ``group`` is a prefix of the version key; every record of a touched group
     is refined again. ``upstream`` is the source whose new records also touch
     this one's groups (orders for order items: the orphan rule). ``then``
-    maintains a table derived from the refined records (full: all of them).
+    maintains the ``derived`` tables from the refined records (full: all of
+    them). With nothing new the step reads no data and writes nothing. With
+    new files a small table (``incremental.recompute_below``) or an
+    ``always_full`` one is recomputed from all of Bronze: below that size a
+    recompute's few overwrites cost less than the incremental path's MERGEs
+    and checks, and it gives the same rows.
     """
     spark = ctx.spark
     source = module.SOURCE
@@ -192,23 +233,35 @@ def _refine_incrementally(
     state = incremental.read_state(spark, source.name)
     plan = incremental.make_plan(
         state,
-        incremental.files_in(bronze),
-        incremental.files_in(above) if above is not None else (),
+        incremental.files_in(spark, source.name),
+        incremental.files_in(spark, upstream.SOURCE.name) if upstream else (),
         rules_fp,
-        lake.exists(spark, "silver", source.name),
+        all(lake.exists(spark, "silver", t) for t in (source.name, *derived)),
         ctx.full_refresh or incremental.full_refresh_requested(),
     )
+    # A recompute chosen for cost, not for correctness: the keys the new files touch are
+    # the only ones whose rows can change, and the steps downstream need only those.
+    by_choice = False
+    if not plan.full and not plan.nothing_new:
+        if always_full:
+            plan, by_choice = replace(plan, full=True, reason="new files"), True
+        elif lake.row_count(spark, "bronze", source.name) < incremental.recompute_below():
+            plan, by_choice = replace(plan, full=True, reason="new files in a small table"), True
     if plan.full:
         refined = _refine(ctx, module, typed, bronze)
+        new_data = bool(plan.new_files or plan.new_upstream_files)
         try:
-            out = _apply(ctx, module, refined, module.to_silver(refined.silver()))
+            silver_rows = module.to_silver(refined.silver())
+            out = _apply(ctx, module, refined, silver_rows, compare=not new_data)
             if then:
                 then(ctx, refined, True)
             out.notes.append(f"full recompute: {plan.reason}")
-            incremental.record_touched(spark, source.name, ctx.run_id, None)
-            incremental.write_state(
-                spark, source.name, ctx.run_id, True, refined.counts, rules_fp, *plan.covered
-            )
+            keys = None
+            if module is products:
+                keys = []  # fact_sales compares the products' rows itself
+            elif by_choice:
+                keys = _new_groups(bronze, above, plan, group)
+            _record_refine(ctx, source, keys, True, refined.counts, rules_fp, plan)
             return out
         finally:
             refined.release()
@@ -240,11 +293,12 @@ def _refine_incrementally(
         old_rows = touched.filter(~F.col("_source_file").isin(sorted(plan.new_files)))
         counts = incremental.combine(
             state.counts,
-            _stored_fates(spark, source, old_rows),
+            _stored_fates(spark, source, old_rows, state.versions),
             {k: refined.counts[k] for k in FATE_KEYS},
         )
         counts["checked"] = refined.counts["checked"]
-        out = _outcome(source, counts, refined.rules, bronze.count())
+        bronze_rows = lake.row_count(spark, "bronze", source.name)
+        out = _outcome(source, counts, refined.rules, bronze_rows, refined.counts)
         out.notes.append(
             f"incremental: {len(plan.new_files)} new file(s); refined {refined.counts['bronze']:,}"
             " Bronze records of the keys they touch"
@@ -261,16 +315,20 @@ def _refine_incrementally(
         )
         if then:
             then(ctx, refined, False)
-        groups = _touched_groups(refined)
-        incremental.record_touched(spark, source.name, ctx.run_id, groups)
-        # The MERGE left every other key as it was: the table checks read the touched keys.
-        written = lake.read(spark, "silver", source.name)
-        in_groups = written.join(
-            F.broadcast(groups) if small else groups,
-            on=written[source.key[0]] == groups["key"],
-            how="left_semi",
-        )
-        out.add_checks("silver", source.name, table_checks(in_groups, source.key, module.COLUMNS))
+        groups = _touched_groups(refined).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            keys = [r["key"] for r in groups.collect()]
+            # The MERGE left every other key as it was: the table checks read the touched keys.
+            written = lake.read(spark, "silver", source.name)
+            in_groups = written.join(
+                F.broadcast(groups) if small else groups,
+                on=written[source.key[0]] == groups["key"],
+                how="left_semi",
+            )
+            checks = table_checks(in_groups, source.key, module.COLUMNS)
+        finally:
+            groups.unpersist()
+        out.add_checks("silver", source.name, checks)
         stored = _stored_counts(spark, source)
         matches = stored == (counts["silver"], counts["quarantined"])
         out.add_checks(
@@ -279,19 +337,59 @@ def _refine_incrementally(
             [RuleCount("reconciliation_stored", "fail", 1, 0 if matches else 1)],
         )
         # A mismatch leaves a state that forces the next run to recompute everything.
-        incremental.write_state(
-            spark,
-            source.name,
-            ctx.run_id,
-            False,
-            counts,
-            rules_fp if matches else "",
-            *plan.covered,
-        )
+        _record_refine(ctx, source, keys, False, counts, rules_fp if matches else "", plan)
         return out
     finally:
         refined.release()
         touched.unpersist()
+
+
+def _new_groups(
+    bronze: DataFrame, above: DataFrame | None, plan: incremental.Plan, group: Column
+) -> list[str]:
+    """The groups (first key column, trimmed) of the records in the plan's new files."""
+    new_rows = incremental.from_files(bronze, plan.new_files).select(group.alias("key"))
+    if above is not None and plan.new_upstream_files:
+        from_above = incremental.from_files(above, plan.new_upstream_files)
+        new_rows = new_rows.unionByName(from_above.select(group.alias("key")))
+    return [r["key"] for r in new_rows.dropna().distinct().collect()]
+
+
+def _record_refine(
+    ctx: Context,
+    source: Source,
+    keys: list[str] | None,
+    full: bool,
+    counts: dict[str, int],
+    rules_fp: str,
+    plan: incremental.Plan,
+) -> None:
+    """The refine's touched keys and state, for the steps after it and for the next run.
+
+    Committed by the runner at the end of the run (``Context.defer``), with the
+    Delta versions the refine left its tables at (``_stored_fates`` reads them).
+    """
+    ctx.touched[source.name] = keys
+    ctx.defer(
+        "silver",
+        incremental.TOUCHED_TABLE,
+        incremental.TOUCHED_SCHEMA,
+        incremental.touched_rows(source.name, ctx.run_id, keys),
+    )
+    versions = {
+        "silver": lake.latest_version(ctx.spark, "silver", source.name),
+        QUARANTINE: lake.latest_version(ctx.spark, "silver", QUARANTINE),
+    }
+    row = incremental.state_row(
+        source.name,
+        ctx.run_id,
+        full,
+        counts,
+        rules_fp,
+        *plan.covered,
+        versions={k: v for k, v in versions.items() if v is not None},
+    )
+    ctx.defer("silver", incremental.STATE_TABLE, incremental.STATE_SCHEMA, [row])
 
 
 def _touched_groups(refined: Refined) -> DataFrame:
@@ -304,19 +402,29 @@ def _touched_groups(refined: Refined) -> DataFrame:
     )
 
 
-def _stored_fates(spark: SparkSession, source: Source, old_rows: DataFrame) -> dict[str, int]:
+def _stored_fates(
+    spark: SparkSession, source: Source, old_rows: DataFrame, versions: dict[str, int] | None
+) -> dict[str, int]:
     """What the already-refined records of the touched keys were before this run.
 
-    Silver and quarantine are read back by record id; an exact duplicate
-    stays one (its earlier twin has its key, so it is among these rows); the
-    rest had been superseded.
+    Silver and quarantine are read back by record id, as the last recorded
+    refine left them (``versions``; a table without one is read as it is now);
+    an exact duplicate stays one (its earlier twin has its key, so it is among
+    these rows); the rest had been superseded.
     """
+
+    def as_recorded(table: str) -> DataFrame:
+        version = (versions or {}).get("silver" if table == source.name else table)
+        if version is None:
+            return lake.read(spark, "silver", table)
+        return lake.read_version(spark, "silver", table, version)
+
     ids = old_rows.select(F.col("_record_id").alias("record_id"))
-    silver_ids = lake.read(spark, "silver", source.name).select(
+    silver_ids = as_recorded(source.name).select(
         F.col("record_id"), F.lit("silver").alias("_table")
     )
     quarantine_ids = (
-        lake.read(spark, "silver", QUARANTINE)
+        as_recorded(QUARANTINE)
         .filter(F.col("source_table") == source.name)
         .select(F.col("record_id"), F.lit("quarantined").alias("_table"))
     )
@@ -339,9 +447,18 @@ def _stored_fates(spark: SparkSession, source: Source, old_rows: DataFrame) -> d
 
 
 def _stored_counts(spark: SparkSession, source: Source) -> tuple[int, int]:
-    silver = lake.read(spark, "silver", source.name).count()
-    quarantine = lake.read(spark, "silver", QUARANTINE)
-    return silver, quarantine.filter(F.col("source_table") == source.name).count()
+    """Rows of the source in Silver and in quarantine now, in one job."""
+    silver = lake.read(spark, "silver", source.name).select(F.lit("silver").alias("_table"))
+    quarantine = (
+        lake.read(spark, "silver", QUARANTINE)
+        .filter(F.col("source_table") == source.name)
+        .select(F.lit(QUARANTINE).alias("_table"))
+    )
+    found = {
+        r["_table"]: int(r["count"])
+        for r in silver.unionByName(quarantine).groupBy("_table").count().collect()
+    }
+    return found.get("silver", 0), found.get(QUARANTINE, 0)
 
 
 def _silver_changes(module: ModuleType, refined: Refined) -> DataFrame:
@@ -444,15 +561,19 @@ def _build_fact(
 ) -> str:
     spark = ctx.spark
     state = incremental.read_state(spark, FACT_STATE)
-    products_version = lake.version(spark, "silver", "products") or 0
-    touched = incremental.touched_since(spark, state.run_id) if state else None
+    products_version = lake.latest_version(spark, "silver", "products") or 0
+    earlier = incremental.touched_since(spark, state.run_id) if state else None
     reason = ""
     if ctx.full_refresh or incremental.full_refresh_requested():
         reason = "full refresh requested"
-    elif state is None or touched is None or not lake.exists(spark, "silver", "fact_sales"):
-        reason = "first build"
-    elif touched.filter(F.col("key").isNull()).limit(1).count():
+    elif any(keys is None for keys in ctx.touched.values()):
         reason = "a Silver table was recomputed"
+    elif state is None or earlier is None or not lake.exists(spark, "silver", "fact_sales"):
+        reason = "first build"
+    elif earlier.filter(F.col("key").isNull()).limit(1).count():
+        reason = "a Silver table was recomputed"
+    elif lake.row_count(spark, "bronze", "order_items") < incremental.recompute_below():
+        reason = "a small table (a rebuild costs less than a MERGE)"
     changed_products = None
     if not reason:
         changed_products = _changed_products(spark, state.counts.get("products_version"))
@@ -463,6 +584,11 @@ def _build_fact(
         lake.overwrite(fact, "silver", "fact_sales")
         note = f"full rebuild: {reason}"
     else:
+        # this run's keys are in memory (committed at the run's end), earlier runs' in the table
+        this_run = [
+            (name, ctx.run_id, key) for name, keys in ctx.touched.items() for key in keys or ()
+        ]
+        touched = earlier.unionByName(lake.rows_frame(spark, this_run, incremental.TOUCHED_SCHEMA))
         by_order = touched.filter(F.col("source_table").isin("orders", "order_items")).select(
             F.col("key").alias("order_id")
         )
@@ -491,9 +617,10 @@ def _build_fact(
         finally:
             affected.unpersist()
         note = f"incremental: lines of {n:,} order(s) rebuilt"
-    incremental.write_state(
-        spark, FACT_STATE, ctx.run_id, bool(reason), {"products_version": products_version}, ""
+    state_row = incremental.state_row(
+        FACT_STATE, ctx.run_id, bool(reason), {"products_version": products_version}, ""
     )
+    ctx.defer("silver", incremental.STATE_TABLE, incremental.STATE_SCHEMA, [state_row])
     return note
 
 

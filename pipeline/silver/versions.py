@@ -1,4 +1,4 @@
-"""Steps (1) and (3) of DESIGN.md section 3: exact duplicates and one version per key.
+"""Steps (1) and (3) of docs/contract.md §3: exact duplicates and one version per key.
 
 Pure DataFrame -> DataFrame functions. They mark rows instead of dropping
 them, so the caller can count every row's fate and keep the reconciliation

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Canonical order statuses (DESIGN section 3) and their code = index.
+# Canonical order statuses (docs/contract.md §3) and their code = index.
 STATUSES = ("pending", "processing", "shipped", "delivered", "cancelled", "returned")
 PENDING, PROCESSING, SHIPPED, DELIVERED, CANCELLED, RETURNED = range(6)
 STATUS_WEIGHTS = (0.08, 0.10, 0.12, 0.62, 0.05, 0.03)
@@ -36,7 +36,7 @@ UNKNOWN_STATUSES = (
     "in review",
 )
 
-# Strings no timestamp format of DESIGN section 3 accepts (never empty, never
+# Strings no timestamp format of docs/contract.md §3 accepts (never empty, never
 # digits only, which could read as epoch seconds or yyyyMMdd).
 UNPARSEABLE_TIMESTAMPS = (
     "not a date",
@@ -58,7 +58,7 @@ UNPARSEABLE_DATES = (
     "someday",
 )
 
-# Item values outside the DESIGN rules (quantity integer 1..1000,
+# Item values outside the docs/contract.md §3 rules (quantity integer 1..1000,
 # 0 < unit_price <= 100000, discount 0..100).
 INVALID_QUANTITIES = ("0", "-1", "-3", "2.5", "100000", "abc", "1001")
 INVALID_UNIT_PRICES = ("0", "0.00", "-12.99", "-0.50", "250000", "100000.01", "free")
@@ -332,11 +332,13 @@ HOUR_WEIGHTS = (
     1.8,
 )
 # Monday .. Sunday
-WEEKDAY_FACTORS = (0.95, 0.93, 0.95, 1.00, 1.06, 1.16, 1.12)
+# Monday..Sunday: a weekend uplift (Saturday about 40 % above Tuesday).
+WEEKDAY_FACTORS = (0.93, 0.90, 0.92, 0.97, 1.05, 1.30, 1.22)
 
 # Days with a promotion (volume x PROMO_FACTOR) or an outage (x DROP_FACTOR),
-# for the anomaly detector to find. All at least 28 days into the window.
-PROMO_DAYS = ("2025-08-12", "2025-11-28", "2025-12-01", "2026-03-20", "2026-05-12")
+# for the anomaly detector to find. All at least 8 weeks into the window: the
+# detector draws its band after 6 weeks and needs a few more to settle it.
+PROMO_DAYS = ("2025-08-29", "2025-11-28", "2025-12-01", "2026-03-20", "2026-05-12")
 DROP_DAYS = ("2025-09-16", "2026-02-17")
 PROMO_FACTOR = 3.5
 DROP_FACTOR = 0.05

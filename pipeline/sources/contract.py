@@ -1,4 +1,4 @@
-"""The landing-zone data contract as the generator writes it (DESIGN section 2),
+"""The landing-zone data contract as the generator writes it (docs/contract.md §2),
 and the defect rates it is asked for.
 
 Each batch writes ``<source>/batch-NNNNNN.<csv|jsonl|parquet>`` and then
@@ -9,7 +9,10 @@ manifest is complete. The manifest holds ``batch_id``, ``batch_number``,
 rows per file: lines without the header, or Parquet rows), ``defects``
 (source -> rule -> exact count, every key of DEFECTS_BY_SOURCE present),
 ``new_keys`` / ``updated_keys`` (keys first seen / given a new version in the
-batch), ``parameters`` and ``generator`` (counters for appends).
+batch), ``parameters``, ``anomalies`` (the batch's labelled days: date, kind
+promotion/outage, the direction a detector should report, spike/drop, and the
+factor applied to the day's usual orders) and ``generator`` (counters for
+appends).
 
 Counting conventions, for the Silver layer:
 

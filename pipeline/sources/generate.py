@@ -50,7 +50,15 @@ from pipeline.sources.contract import (
 )
 from pipeline.sources.customers import build_customers
 from pipeline.sources.items import build_items
-from pipeline.sources.model import Part, Plan, State, batch_name, read_state, write_state
+from pipeline.sources.model import (
+    Part,
+    Plan,
+    State,
+    batch_name,
+    choose,
+    read_state,
+    write_state,
+)
 from pipeline.sources.orders import build_orders
 from pipeline.sources.products import apply_price_changes, build_products
 
@@ -58,11 +66,17 @@ __all__ = ["DEFECT_NAMES", "DEFECTS_BY_SOURCE", "INFORMATIONAL", "SOURCES", "gen
 
 
 MAX_APPEND_DAYS = 7
+# Random anomaly days fall this many days or more into the window: the detector
+# draws a band after six weeks of history and needs a few more weeks to narrow it
+# (gold.revenue_anomalies).
+ANOMALY_HISTORY_DAYS = 56
 
 
-def _day_weights(day_starts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Expected relative volume per day: weekly rhythm, growth, a holiday
-    season, noise, and the fixed promotion and outage days."""
+def _day_weights(
+    day_starts: np.ndarray, rng: np.random.Generator, promo: np.ndarray, outage: np.ndarray
+) -> np.ndarray:
+    """Expected relative volume per day: weekly rhythm (weekend uplift), growth,
+    a holiday season, noise, and the labelled promotion and outage days."""
     day_index = day_starts // DAY
     weekday = (day_index + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
     w = np.asarray(cat.WEEKDAY_FACTORS)[weekday]
@@ -70,17 +84,51 @@ def _day_weights(day_starts: np.ndarray, rng: np.random.Generator) -> tuple[np.n
     holidays = utc_epoch("2025-12-12")
     w = w * (1.0 + 0.30 * np.exp(-(((day_starts - holidays) / (18 * DAY)) ** 2)))
     w = w * rng.lognormal(0.0, 0.05, len(day_starts))
-    promo = np.isin(day_starts, [utc_epoch(d) for d in cat.PROMO_DAYS])
-    drop = np.isin(day_starts, [utc_epoch(d) for d in cat.DROP_DAYS])
     w = np.where(promo, w * cat.PROMO_FACTOR, w)
-    w = np.where(drop, w * cat.DROP_FACTOR, w)
-    return w, promo
+    return np.where(outage, w * cat.DROP_FACTOR, w)
 
 
-def _initial_plans(orders: int, batches: int, seed: int) -> list[Plan]:
+def _check_count(name: str, value: int | None) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= WINDOW_DAYS
+    ):
+        raise ValueError(f"{name} must be an integer from 0 to {WINDOW_DAYS}, got {value!r}")
+
+
+def _anomaly_days(
+    day_starts: np.ndarray, promotions: int, outages: int, rng: np.random.Generator, first: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(promotion mask, outage mask) over day_starts: the catalogue's fixed days
+    first (so the default lake always has the same labelled days), then seeded
+    random days from position ``first`` on (earlier days have no history to
+    judge them by), never two anomalies on one day."""
+    promo = np.zeros(len(day_starts), dtype=bool)
+    outage = np.zeros(len(day_starts), dtype=bool)
+    for mask, fixed, k in ((promo, cat.PROMO_DAYS, promotions), (outage, cat.DROP_DAYS, outages)):
+        fixed_days = np.isin(day_starts, [utc_epoch(d) for d in fixed]) & ~promo & ~outage
+        chosen = np.flatnonzero(fixed_days)[:k]
+        mask[chosen] = True
+        free = np.flatnonzero(~promo & ~outage)
+        free = free[free >= first]
+        extra = k - len(chosen)
+        if extra > len(free):
+            raise ValueError(
+                f"{promotions} promotion and {outages} outage days do not fit in "
+                f"{len(day_starts)} days"
+            )
+        mask[choose(rng, free, extra)] = True
+    return promo, outage
+
+
+def _initial_plans(
+    orders: int, batches: int, seed: int, promotions: int, outages: int
+) -> list[Plan]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     day_starts = WINDOW_START + np.arange(WINDOW_DAYS, dtype=np.int64) * DAY
-    weights, promo = _day_weights(day_starts, rng)
+    # a stream of its own: the labelled days do not shift any other draw
+    pick = np.random.default_rng(np.random.SeedSequence([seed, 0, 1]))
+    promo, outage = _anomaly_days(day_starts, promotions, outages, pick, ANOMALY_HISTORY_DAYS)
+    weights = _day_weights(day_starts, rng, promo, outage)
     counts = rng.multinomial(orders, weights / weights.sum())
 
     n_customers = max(20, orders // 4)
@@ -105,12 +153,15 @@ def _initial_plans(orders: int, batches: int, seed: int) -> list[Plan]:
                 signups=signups[(signups >= low) & (signups < t1)],
                 catalogue=catalogue if number == 1 else 0,
                 min_product_changes=0 if number == 1 else 1,
+                outage=outage[days],
             )
         )
     return plans
 
 
-def _append_plan(state: State, orders: int, seed: int, rates: Rates) -> Plan:
+def _append_plan(
+    state: State, orders: int, seed: int, rates: Rates, promotions: int, outages: int
+) -> Plan:
     number = state.batch + 1
     rng = np.random.default_rng(np.random.SeedSequence([seed, number, 0]))
     # the days the usual volume needs, but at most a week: appends must not run
@@ -118,7 +169,10 @@ def _append_plan(state: State, orders: int, seed: int, rates: Rates) -> Plan:
     days = min(MAX_APPEND_DAYS, max(1, int(round(orders / max(state.daily_rate, 1e-9)))))
     t0 = state.window_end
     t1 = t0 + days * DAY
-    weights, promo = _day_weights(t0 + np.arange(days, dtype=np.int64) * DAY, rng)
+    day_starts = t0 + np.arange(days, dtype=np.int64) * DAY
+    pick = np.random.default_rng(np.random.SeedSequence([seed, number, 0, 1]))
+    promo, outage = _anomaly_days(day_starts, promotions, outages, pick, 0)
+    weights = _day_weights(day_starts, rng, promo, outage)
     counts = rng.multinomial(orders, weights / weights.sum())
     n_new_customers = max(1, int(round(orders * 0.1)))
     signups = np.sort(t0 + rng.integers(0, t1 - t0, n_new_customers))
@@ -133,6 +187,7 @@ def _append_plan(state: State, orders: int, seed: int, rates: Rates) -> Plan:
         order_updates=updates,
         update_earlier_only=True,
         min_product_changes=1,
+        outage=outage,
     )
 
 
@@ -201,10 +256,26 @@ def _write_batch(
         "new_keys": {s: parts[s].new_keys for s in SOURCES},
         "updated_keys": {s: parts[s].updated_keys for s in SOURCES},
         "parameters": parameters,
+        "anomalies": _labelled_days(plan),
         "generator": state.counters(),
     }
     rd.write_json(landing / MANIFEST_DIR / f"{batch_id}.json", manifest)
     return manifest
+
+
+def _labelled_days(plan: Plan) -> list[dict[str, Any]]:
+    """The batch's injected anomaly days, for the Anomalies page and the tests:
+    date, kind (promotion or outage), the direction a detector should report,
+    and the factor applied to the day's usual order volume."""
+    out = []
+    outage = plan.outage if plan.outage is not None else np.zeros(len(plan.promo), dtype=bool)
+    for i in np.flatnonzero(plan.promo | outage):
+        day = datetime.fromtimestamp(plan.t0 + int(i) * DAY, UTC).strftime("%Y-%m-%d")
+        if plan.promo[i]:
+            out.append(dict(date=day, kind="promotion", direction="spike", factor=cat.PROMO_FACTOR))
+        else:
+            out.append(dict(date=day, kind="outage", direction="drop", factor=cat.DROP_FACTOR))
+    return out
 
 
 def _existing_manifests(landing: Path) -> list[dict[str, Any]]:
@@ -222,6 +293,8 @@ def generate(
     rates: dict[str, float] | None = None,
     append: bool = False,
     progress: Progress | None = None,
+    promotions: int | None = None,
+    outages: int | None = None,
 ) -> list[dict[str, Any]]:
     """Write demo batches into ``<lake>/landing`` and return their manifests.
 
@@ -233,6 +306,13 @@ def generate(
     ``defect_rate`` is the default rate of every defect, ``rates`` overrides
     single ones (see ``DEFECT_NAMES``); ``defect_rate=0`` writes clean data.
     ``progress(message, fraction)`` is called as work proceeds.
+
+    Labelled anomalies: ``promotions`` days get PROMO_FACTOR times the usual
+    orders (a spike), ``outages`` days DROP_FACTOR times (a drop); normal days
+    follow a weekly rhythm with a weekend uplift. None means the catalogue's
+    fixed days (5 promotions, 2 outages) for a new lake and none in an append;
+    a count takes the fixed days first, then seeded random days. Each batch's
+    manifest lists its days under ``anomalies`` (date, kind, direction, factor).
     """
     if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
         raise ValueError(f"orders must be a positive integer, got {orders!r}")
@@ -240,6 +320,8 @@ def generate(
         raise ValueError(f"batches must be an integer from 1 to {WINDOW_DAYS}, got {batches!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_count("promotions", promotions)
+    _check_count("outages", outages)
     effective = Rates(defect_rate, rates)
     landing = Path(lake) / "landing"
     tell: Progress = progress or (lambda message, fraction: None)
@@ -248,6 +330,8 @@ def generate(
         "batches": 1 if append else batches,
         "defect_rate": float(defect_rate),
         "rates": effective.table(),
+        "promotions": promotions,
+        "outages": outages,
     }
 
     if append:
@@ -255,7 +339,7 @@ def generate(
         if not existing:
             raise ValueError(f"nothing to append to in {landing}; run generate without append")
         state = read_state(landing, existing[-1], seed)
-        plan = _append_plan(state, orders, seed, effective)
+        plan = _append_plan(state, orders, seed, effective, promotions or 0, outages or 0)
 
         def step(message: str, fraction: float) -> None:
             tell(f"{batch_name(plan.number)}: {message}", fraction)
@@ -270,7 +354,13 @@ def generate(
     landing.mkdir(parents=True)
     state = State(seed=seed, daily_rate=orders / WINDOW_DAYS)
     manifests = []
-    plans = _initial_plans(orders, batches, seed)
+    plans = _initial_plans(
+        orders,
+        batches,
+        seed,
+        len(cat.PROMO_DAYS) if promotions is None else promotions,
+        len(cat.DROP_DAYS) if outages is None else outages,
+    )
     for k, plan in enumerate(plans):
 
         def step(message: str, fraction: float, k: int = k, plan: Plan = plan) -> None:

@@ -185,12 +185,13 @@ class Plan:
     t0: int
     t1: int
     day_counts: np.ndarray  # new orders per day, days starting at t0
-    promo: np.ndarray  # per day: promotion day (more discounts)
+    promo: np.ndarray  # per day: promotion day (more orders, more discounts)
     signups: np.ndarray  # sorted signup instants of the batch's new customers
     catalogue: int = 0  # products to create
     order_updates: int | None = None  # None: from the superseded_versions rate
     update_earlier_only: bool = False  # versions only of orders from earlier batches
     min_product_changes: int = 0
+    outage: np.ndarray | None = None  # per day: outage day (labelled drop); None: none
 
 
 def batch_name(number: int) -> str:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 CANONICAL_TS = "%Y-%m-%d %H:%M:%S"
 
-# Alternative, valid timestamp renderings (DESIGN section 3), by code.
+# Alternative, valid timestamp renderings (docs/contract.md §3), by code.
 TS_FORMATS = (
     "iso_t_z",  # 2025-07-01T10:00:00Z
     "iso_fraction",  # 2025-07-01 10:00:00.123456
