@@ -31,6 +31,7 @@ PAGE_FILES = {
     "customers": "pages/6_Customers.py",
     "anomalies": "pages/7_Anomalies.py",
     "live": "pages/8_Live.py",
+    "import": "pages/9_Import.py",
 }
 MONEY = pa.decimal128(18, 2)
 CATEGORIES = [

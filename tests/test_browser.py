@@ -46,6 +46,7 @@ PAGES: dict[str, str | None] = {
     "Customers": "Customers (RFM)",
     "Anomalies": "Anomalies",
     "Live": None,
+    "Import": "Import your data",
 }
 
 
