@@ -8,15 +8,11 @@ like the generator's, so leaving the page does not stop it half-way.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from pages import _ui as ui
 from pipeline import app_state, imports
-from pipeline.config import settings
 
 ui.page_guard()
 st.title("Import your data")
@@ -26,25 +22,7 @@ st.caption(
 )
 
 
-def _upload_folder() -> Path:
-    """Uploads live inside the lake root; a lake at a URL has no local folder for them."""
-    return settings().lake_path / "landing" / imports.REPORT_DIR / "uploads"
-
-
-def _saved(upload) -> Path:  # noqa: ANN001 - Streamlit's UploadedFile
-    suffix = Path(upload.name).suffix.lower()
-    suffix = suffix if re.fullmatch(r"\.(csv|txt|tsv|xlsx|xlsm)", suffix) else ".csv"
-    folder = _upload_folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{re.sub(r'[^A-Za-z0-9]', '', str(upload.file_id))[:40]}{suffix}"
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(upload.getbuffer())
-        tmp.replace(path)
-    return path
-
-
-def _import(job: app_state.Job, path: Path, mapping: imports.Mapping, batch: str | None):
+def _import(job: app_state.Job, path: object, mapping: imports.Mapping, batch: str | None):
     try:
         return imports.import_file(path, mapping, batch=batch, progress=job.report)
     finally:
@@ -132,7 +110,7 @@ if upload.file_id in imported:  # not saved again: an import is not repeated by 
     st.info(f"{ui.plain(upload.name)} was imported. Upload another export to import more.")
     st.stop()
 try:
-    path = _saved(upload)
+    path = imports.save_upload(upload.name, upload.file_id, upload.getbuffer())
 except ValueError as exc:  # a lake at a URL
     st.error(f"Uploads need a local lake ({ui.plain(exc)}); use `python -m pipeline import`.")
     st.stop()

@@ -242,12 +242,11 @@ def _execute(
     spark = ctx.spark
     group = f"{run_id}/{step.name}"
     lake.current_step.set(group)
-    try:
-        spark.sparkContext.setJobGroup(group, step.name, interruptOnCancel=True)
-    except Exception:  # Spark Connect has no job groups
-        pass
     started, t0 = _now(), time.perf_counter()
     try:
+        # A Spark Connect session has no SparkContext: the step fails here, saying so
+        # (the batch pipeline needs a classic session: README "Running on a cluster").
+        spark.sparkContext.setJobGroup(group, step.name, interruptOnCancel=True)
         outcome: StepOutcome | None = step.run(ctx)
         fired = [c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed]
         status, error = "succeeded", None

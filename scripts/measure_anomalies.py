@@ -6,7 +6,7 @@ holiday season, labelled drop and spike days), so many years of days cost
 seconds, and prints one line per shop and factor mode:
 
 - ``threshold``: every drop day at exactly 40 % and every spike at exactly
-  250 % of normal, the hardest case DESIGN.md section 4 asks for;
+  250 % of normal, the hardest case docs/contract.md (revenue_anomalies) asks for;
 - ``range``: drops uniform in 0..40 %, spikes in 250..500 %.
 
 Usage: .venv/bin/python scripts/measure_anomalies.py [--days 2920] [--seeds 1 2]

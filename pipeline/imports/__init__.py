@@ -38,7 +38,14 @@ from pipeline.imports.mapping import (
 from pipeline.imports.reading import CHUNK_ROWS, Export, ExportError, open_export
 from pipeline.imports.report import ImportReport
 from pipeline.imports.resolve import Resolver
-from pipeline.imports.writing import REPORT_DIR, BatchError, Staging, choose_batch, landing_file
+from pipeline.imports.writing import (
+    REPORT_DIR,
+    BatchError,
+    Staging,
+    choose_batch,
+    landing_file,
+    save_upload,
+)
 from pipeline.sources import render as rd
 
 __all__ = [
@@ -54,6 +61,7 @@ __all__ = [
     "presets",
     "REPORT_DIR",
     "preview",
+    "save_upload",
 ]
 
 Progress = Callable[[str, float], None]

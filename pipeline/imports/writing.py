@@ -157,3 +157,25 @@ def _run_lock(wait_seconds: float, tell: Callable[[str, float], None]) -> Iterat
                 ) from exc
             tell("waiting for the pipeline run on this lake to finish", 0.97)
             time.sleep(1.0)
+
+
+def save_upload(name: str, upload_id: str, data: bytes) -> Path:
+    """Keep an uploaded export inside the lake root (landing/_imports/uploads).
+
+    The file name comes from the upload's id, never from a path the visitor
+    gave; only the suffix of their name is kept, and only a known one. Saved
+    once per upload, under a dotted name and then renamed, so a reader never
+    sees half a file. A lake at a URL has no local folder: ValueError.
+    """
+    from pipeline.config import settings
+
+    suffix = Path(name).suffix.lower()
+    suffix = suffix if re.fullmatch(r"\.(csv|txt|tsv|xlsx|xlsm)", suffix) else ".csv"
+    folder = settings().lake_path / "landing" / REPORT_DIR / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{re.sub(r'[^A-Za-z0-9]', '', str(upload_id))[:40]}{suffix}"
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path

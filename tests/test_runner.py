@@ -1,0 +1,39 @@
+"""The run's shape: the order follows from the steps' declared inputs and outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.registry import Step, all_steps
+from pipeline.runner import dependencies
+
+
+def _noop(ctx):  # pragma: no cover - never run
+    raise AssertionError
+
+
+def test_every_step_waits_for_the_steps_writing_what_it_reads() -> None:
+    needs = dependencies(all_steps())
+    assert needs["bronze.orders"] == set()
+    assert needs["silver.orders"] == {"bronze.orders"}
+    assert needs["silver.order_items"] == {"bronze.order_items", "silver.orders"}
+    assert needs["silver.fact_sales"] >= {"silver.orders", "silver.order_items"}
+    assert "silver.products" in needs["silver.fact_sales"]  # it reads silver.dim_product
+    assert needs["gold.revenue_anomalies"] == {"gold.daily_sales"}
+    # the three independent Silver sources can run together
+    for name in ("silver.products", "silver.customers", "silver.orders"):
+        assert not any(d.startswith("silver.") for d in needs[name]), name
+
+
+def test_a_layer_alone_reads_the_tables_as_they_are() -> None:
+    silver = [s for s in all_steps() if s.layer == "silver"]
+    needs = dependencies(silver)
+    assert needs["silver.orders"] == set()
+    assert needs["silver.order_items"] == {"silver.orders"}
+
+
+def test_a_cycle_is_refused() -> None:
+    a = Step("x.a", "x", ("x.b",), ("x.a",), _noop)
+    b = Step("x.b", "x", ("x.a",), ("x.b",), _noop)
+    with pytest.raises(ValueError, match="cycle"):
+        dependencies([a, b])
