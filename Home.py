@@ -75,7 +75,7 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
-read.prefetch_sales_cube()  # the Sales page's aggregates, built in the background once per run
+read.prefetch_sales()  # the Sales page's tables, read in the background once per run
 st.sidebar.caption("ShopLake · e-commerce lakehouse")
 try:
     page.run()

@@ -7,6 +7,9 @@ STAMP := $(VENV)/.requirements-installed
 JARS := .cache/jars/spark/.complete .cache/jars/kafka/.complete
 PORT ?= 8501
 PYTEST_ARGS ?=
+# Test files run in two worker processes (pytest-xdist), a file's tests together in one:
+# most of a test's time is a Spark driver waiting on itself, so two share two cores well.
+TEST_WORKERS ?= 2
 
 .PHONY: setup run test test-fast lint format bench browser clean
 
@@ -29,7 +32,7 @@ run: setup
 	$(VENV)/bin/streamlit run Home.py --server.port $(PORT) --server.address localhost
 
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not browser and not kafka and not cluster" $(PYTEST_ARGS)

@@ -7,8 +7,10 @@ once), steps done, the overall percentage weighted by the steps' usual
 durations, the time elapsed and an estimate from the previous runs in
 gold.pipeline_runs (pipeline.ui_progress.run_view); Spark's stages and tasks
 are folded under an expander. The history below stays on the page meanwhile.
-Rows are counted when a step commits, so the page shows them per step once
-the run ends (Spark's status tracker reports tasks, not rows, of a running stage).
+Rows are counted when a step commits: the headline adds up the rows the
+finished steps wrote ("rows written so far"), and the table of every step's
+counts follows once the run ends (Spark's status tracker reports tasks, not
+rows, of a running stage).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _run(job: app_state.Job, target: str, session: object, full_refresh: bool) -
     except RunInProgressError:
         job.error = "A run is already in progress on this lake; wait for it to finish."
         return None
-    read.prefetch_sales_cube()  # so the Sales page finds the new version ready
+    read.prefetch_sales()  # so the Sales page finds the new version ready
     return result
 
 

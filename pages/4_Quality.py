@@ -153,8 +153,7 @@ else:
         pct_cols=["Pass rate"],
     )
 
-quarantine = ui.quarantine()
-counts = read.quarantine_rule_counts(quarantine)
+counts = ui.quarantine_counts()  # queried in delta-rs: the page never holds the quarantine
 if counts.empty:
     st.caption("No record is in quarantine.")
 else:
@@ -166,7 +165,7 @@ else:
         key="sample_rule",
     )
     table, rule = picked[0], picked[1]
-    sample = read.quarantine_samples(quarantine, rule, table, limit=25)
+    sample = ui.quarantine_sample(rule, table, limit=25)
     show(
         pd.DataFrame(
             {

@@ -1,9 +1,10 @@
 """Sales: KPIs against the previous period, trends, categories, products, countries, channels.
 
-Every chart follows the filters. Without a category/country/channel filter the
-KPIs and the trend are gold.daily_sales; with one they come from the
-silver.fact_sales lines (see pipeline.read.sales_daily). Aggregation is done by
-pipeline.read.SalesCube on numpy arrays cached per table version.
+Every chart follows the filters (dates, category, country, channel, status).
+Every number is a sum of Gold rows Spark built for this page (gold.sales_cells,
+gold.sales_orders, gold.product_sales; pipeline/gold/sales_cells.py): the page
+only filters and sums them through pipeline.read.SalesGold. Without a filter the
+KPIs equal gold.daily_sales.
 """
 
 from __future__ import annotations
@@ -20,16 +21,11 @@ from pipeline import formats, read
 ui.page_guard()
 st.title("Sales")
 
-cube = ui.sales_cube()
-daily_gold = ui.table("gold", "daily_sales")
-if cube.empty and daily_gold.empty:
+sales = ui.sales()
+if sales.empty or sales.min_date is None or sales.max_date is None:
     ui.empty_lake("sales")
     st.stop()
-
-dates = [d for d in (cube.min_date, cube.max_date) if d is not None]
-if not daily_gold.empty:
-    dates += [daily_gold["order_date"].min().date(), daily_gold["order_date"].max().date()]
-first, last = min(dates), max(dates)
+first, last = sales.min_date, sales.max_date
 
 # --- filters -------------------------------------------------------------------------------------
 PERIODS = {"Last 30 days": 30, "Last 90 days": 90, "Last 365 days": 365, "All": None}
@@ -41,7 +37,7 @@ with st.container(border=True):
     grain = c2.segmented_control(
         "Granularity", ["day", "week", "month"], default="day", key="grain", required=True
     )
-    c3, d1, d2, d3 = st.columns(4)
+    c3, d1, d2, d3, d4 = st.columns(5)
     if period == "Custom":
         picked = c3.date_input(
             "Dates", (max(first, last - dt.timedelta(days=89)), last), first, last, key="dates"
@@ -64,12 +60,13 @@ with st.container(border=True):
             help=f"Leave empty for all {plural}; pick some to filter.",
         )
         for box, label, plural, key, options in (
-            (d1, "Category", "categories", "f_category", cube.categories),
-            (d2, "Country", "countries", "f_country", cube.countries),
-            (d3, "Channel", "channels", "f_channel", cube.channels),
+            (d1, "Category", "categories", "f_category", sales.categories),
+            (d2, "Country", "countries", "f_country", sales.countries),
+            (d3, "Channel", "channels", "f_channel", sales.channels),
+            (d4, "Status", "statuses", "f_status", sales.statuses),
         )
     }
-    categories, countries, channels = chosen_dims.values()
+    categories, countries, channels, statuses = chosen_dims.values()
 
 
 def _dims(chosen: list[str], options: list[str]) -> tuple[str, ...]:
@@ -80,15 +77,16 @@ def _dims(chosen: list[str], options: list[str]) -> tuple[str, ...]:
 flt = read.SalesFilter(
     start,
     end,
-    _dims(categories, cube.categories),
-    _dims(countries, cube.countries),
-    _dims(channels, cube.channels),
+    _dims(categories, sales.categories),
+    _dims(countries, sales.countries),
+    _dims(channels, sales.channels),
+    _dims(statuses, sales.statuses),
 )
-daily = read.sales_daily(cube, daily_gold, flt)
+daily = read.sales_daily(sales, flt)
 kpi = read.sales_kpis(daily)
 prev_filter = flt.previous()
 has_previous = prev_filter.start >= first
-prev = read.sales_kpis(read.sales_daily(cube, daily_gold, prev_filter)) if has_previous else None
+prev = read.sales_kpis(read.sales_daily(sales, prev_filter)) if has_previous else None
 
 # --- KPIs ----------------------------------------------------------------------------------------
 SPECS = [
@@ -115,9 +113,9 @@ for col, (label, key, fmt) in zip(cards, SPECS, strict=True):
         if prev is not None
         else "No data before this period to compare with.",
     )
-source = "silver.fact_sales (filtered lines)" if flt.has_dimensions else "gold.daily_sales"
 st.caption(
-    f"{flt.start:%d %b %Y} – {flt.end:%d %b %Y} · source: {source} · "
+    f"{flt.start:%d %b %Y} – {flt.end:%d %b %Y} · source: gold.sales_cells, gold.sales_orders · "
+    "orders and revenue: revenue-bearing orders · "
     f"money in {formats.currency()} (SHOPLAKE_CURRENCY)"
 )
 
@@ -138,7 +136,7 @@ ui.chart(fig, key="trend")
 
 # --- categories ----------------------------------------------------------------------------------
 st.subheader("Categories")
-by_category = cube.by_dimension(flt, "category")
+by_category = sales.by_dimension(flt, "category")
 left, right = st.columns(2)
 with left:
     fig = ui.bars(
@@ -151,7 +149,7 @@ with left:
     ui.money_axis(fig)
     ui.chart(fig, key="cat_bar")
 with right:
-    months = cube.category_months(flt)
+    months = sales.category_months(flt)
     fig = go.Figure()
     for category, part in months.groupby("category", sort=True):
         fig.add_trace(
@@ -170,12 +168,12 @@ st.caption(
 
 # --- products, countries, channels ---------------------------------------------------------------
 st.subheader("Top products")
-products = cube.top_products(flt, limit=15)
+products = sales.top_products(flt, limit=15)
 ui.show_table(products, money_cols=MONEY, count_cols=COUNTS)
 
 left, right = st.columns(2)
-by_country = cube.by_dimension(flt, "country")
-by_channel = cube.by_dimension(flt, "channel")
+by_country = sales.by_dimension(flt, "country")
+by_channel = sales.by_dimension(flt, "channel")
 with left:
     fig = ui.bars(by_country, "country", ["net_revenue"], "Net revenue by country")
     ui.money_axis(fig)

@@ -121,15 +121,7 @@ with daily_tab:
         else:
             ui.show_table(
                 flagged[
-                    [
-                        "order_date",
-                        "net_revenue",
-                        "expected_revenue",
-                        "lower_bound",
-                        "upper_bound",
-                        "score",
-                        "direction",
-                    ]
+                    [c for c in read.TABLES["gold"]["revenue_anomalies"] if c != "is_anomaly"]
                 ].sort_values("order_date", ascending=False),
                 money_cols=("net_revenue", "expected_revenue", "lower_bound", "upper_bound"),
                 date_cols=("order_date",),

@@ -1,12 +1,14 @@
 """Streamlit glue shared by the pages: cached reads, the SparkSession, job progress.
 
+Long (~430 lines): every cached read and shared widget of the pages, in one place.
+
 `pipeline/` must not import Streamlit, so the caching and the drawing of
 shared widgets live here. Reads are cached keyed on the table's Delta version
 (`read.cache_key`): a finished run or generation changes the version, so the
 next rerun reads fresh data without any timer. Big read-only structures (the
-customer table, the quarantine) use `st.cache_resource` so a rerun does not
-copy them, small frames and derived aggregates `st.cache_data`; the sales cube
-is cached by pipeline.read itself so it can be built ahead of time.
+customer table) use `st.cache_resource` so a rerun does not copy them (the
+Sales page's Gold tables too), small frames and derived aggregates
+`st.cache_data`. The quarantine is only queried (counts and a LIMITed sample).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-import pyarrow as pa
 import streamlit as st
 
 from pipeline import app_state, formats, read
@@ -117,21 +118,33 @@ def derived(fn: Callable[..., Any], layer: str, name: str, arg: Any = None) -> A
     return _derived(_lake(), layer, name, read.cache_key(layer, name), fn_name, arg, fn)
 
 
-def sales_cube() -> read.SalesCube:
-    """silver.fact_sales as a SalesCube (built once per version, possibly ahead of time)."""
-    if read.sales_cube_ready():
-        return read.sales_cube()
-    with st.spinner("Loading the sales lines (once per pipeline run) ..."):
-        return read.sales_cube()
+def sales() -> read.SalesGold:
+    """The Sales page's Gold tables, read once per version and shared (read-only);
+    read ahead in the background when the app opens and after a run."""
+    return read.sales_gold()
 
 
-@st.cache_resource(show_spinner=False, max_entries=1)
-def _quarantine(lake: str, key: Key) -> pa.Table | None:
-    return read.read_arrow("silver", "quarantine", list(read.TABLES["silver"]["quarantine"]))
+@st.cache_data(show_spinner=False, max_entries=8)
+def _quarantine_counts(lake: str, key: Key) -> pd.DataFrame:
+    return read.quarantine_rule_counts()
 
 
-def quarantine() -> pa.Table | None:
-    return _quarantine(_lake(), read.cache_key("silver", "quarantine"))
+def quarantine_counts() -> pd.DataFrame:
+    """Quarantined records per source table and rule, counted by delta-rs once per version."""
+    return _quarantine_counts(_lake(), read.cache_key("silver", "quarantine"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _quarantine_sample(
+    lake: str, key: Key, rule: str, source_table: str | None, limit: int
+) -> pd.DataFrame:
+    return read.quarantine_samples(rule, source_table, limit)
+
+
+def quarantine_sample(rule: str, source_table: str | None = None, limit: int = 25) -> pd.DataFrame:
+    """Up to `limit` quarantined records of a rule, queried (never the whole table) per version."""
+    key = read.cache_key("silver", "quarantine")
+    return _quarantine_sample(_lake(), key, rule, source_table, limit)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -1,5 +1,7 @@
 """A local Spark standalone cluster and a Spark Connect server, as plain processes.
 
+Long (~420 lines): two servers' whole life cycle (start, wait, probe, stop), kept together.
+
 For trying ShopLake against a real cluster on one machine (and for the
 ``cluster`` tests): a master and one worker started with the ``spark-class``
 launcher that ships inside pyspark, and the Spark Connect server that ships

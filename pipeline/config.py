@@ -35,6 +35,7 @@ class Settings:
     currency: str = "USD"  # ISO 4217 code the dashboard writes money in (pipeline.formats)
     run_parallelism: int = 3  # steps of a run that may execute at once (pipeline.runner)
     incremental_min_rows: int = 200_000  # pipeline.silver.incremental.recompute_below
+    codegen: str = "auto"  # whole-stage code generation: auto | on | off (pipeline.runner)
 
     @property
     def lake_path(self) -> Path:
@@ -77,7 +78,15 @@ def settings() -> Settings:
         currency=_currency(os.environ.get("SHOPLAKE_CURRENCY", "USD")),
         run_parallelism=int(os.environ.get("SHOPLAKE_RUN_PARALLELISM", "3")),
         incremental_min_rows=int(os.environ.get("SHOPLAKE_INCREMENTAL_MIN_ROWS", "200000")),
+        codegen=_choice("SHOPLAKE_CODEGEN", ("auto", "on", "off")),
     )
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    value = os.environ.get(name, allowed[0]).strip().lower() or allowed[0]
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 def _currency(code: str) -> str:

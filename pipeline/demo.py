@@ -21,23 +21,15 @@ from pathlib import Path
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from pipeline import storage
+from pipeline import catalog, storage
 from pipeline.config import settings
 from pipeline.contract import SOURCES
 from pipeline.runner import run_lock
 
+# Every table built from landing files and the batch steps' bookkeeping (pipeline/catalog.py).
 BATCH_TABLES = {
-    "bronze": [*SOURCES, "_ingested_files"],
-    "silver": [
-        *SOURCES,
-        "_refine_state",
-        "_touched_keys",
-        "dim_customer",
-        "dim_product",
-        "dim_date",
-        "fact_sales",
-    ],
-    "gold": ["daily_sales", "category_sales", "customer_rfm", "revenue_anomalies"],
+    layer: [t.name for t in catalog.tables(layer, ("batch", "bookkeeping"))]
+    for layer in catalog.LAYERS
 }
 
 

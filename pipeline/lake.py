@@ -1,5 +1,7 @@
 """Delta table I/O: where tables live and the few ways ShopLake writes them.
 
+Long (~400 lines): every write and every read of the Delta log the steps use, in one place.
+
 Every write is one Delta commit, so a reader sees the table before or after
 a step, never half of it.
 """

@@ -1,5 +1,8 @@
 """Read-only access to the lake for the dashboard, without Spark.
 
+Long (~1,000 lines): every read a page makes goes through here (checked names, cache
+keys, formats), one section per page; splitting it would split those guarantees.
+
 The pages display Gold (and a few Silver) tables. Starting a Spark job to show
 a few hundred rows would cost seconds, so this module reads Delta tables with
 delta-rs (`deltalake`) and pyarrow, prunes columns, and returns pandas frames
@@ -19,7 +22,7 @@ import datetime as dt
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,152 +31,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
+from pipeline import catalog, storage
 from pipeline.config import SOURCES, settings
-from pipeline.contract import BRONZE_META
-from pipeline.contract import SOURCES as SOURCE_CONTRACT
 from pipeline.quality import scores as quality_scores
 
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold")
 
-_BRONZE_META = BRONZE_META[:4]
-_SOURCE_COLUMNS = {name: source.columns for name, source in SOURCE_CONTRACT.items()}
-
-# The contract's tables (docs/contract.md §4) and the columns an empty read returns.
+# The readable tables and the columns an empty read returns, derived from the catalog
+# (pipeline/catalog.py): every table but the runner's bookkeeping, without machine ids.
 TABLES: dict[str, dict[str, tuple[str, ...]]] = {
-    "bronze": {
-        **{name: _SOURCE_COLUMNS[name] + _BRONZE_META for name in SOURCES},
-        "order_events": (),
-    },
-    "silver": {
-        "orders": (),
-        "order_items": (),
-        "customers": (),
-        "products": (),
-        "quarantine": (
-            "source_table",
-            "record_key",
-            "rules",
-            "raw_record",
-            "batch_id",
-            "quarantined_at",
-        ),
-        "dim_customer": (),
-        "dim_product": (),
-        "dim_date": (),
-        "fact_sales": (
-            "order_id",
-            "line_no",
-            "order_date",
-            "order_ts",
-            "status",
-            "is_revenue_bearing",
-            "customer_id",
-            "product_id",
-            "product_name",
-            "category",
-            "channel",
-            "country",
-            "quantity",
-            "unit_price",
-            "discount_pct",
-            "line_gross",
-            "line_net",
-            "line_cost",
-        ),
-    },
-    "gold": {
-        "daily_sales": (
-            "order_date",
-            "orders",
-            "units",
-            "gross_revenue",
-            "net_revenue",
-            "avg_order_value",
-            "customers",
-            "new_customers",
-            "cancelled_orders",
-            "returned_orders",
-        ),
-        "category_sales": (
-            "month",
-            "category",
-            "orders",
-            "units",
-            "net_revenue",
-            "gross_margin",
-            "revenue_share",
-        ),
-        "customer_rfm": (
-            "customer_id",
-            "last_order_date",
-            "recency_days",
-            "frequency",
-            "monetary",
-            "r_score",
-            "f_score",
-            "m_score",
-            "rfm_segment",
-            "as_of_date",
-        ),
-        "revenue_anomalies": (
-            "order_date",
-            "net_revenue",
-            "expected_revenue",
-            "lower_bound",
-            "upper_bound",
-            "score",
-            "is_anomaly",
-            "direction",
-        ),
-        "dq_results": (
-            "run_id",
-            "layer",
-            "table",
-            "rule",
-            "action",
-            "rows_checked",
-            "rows_failed",
-            "pass_rate",
-            "checked_at",
-        ),
-        "pipeline_runs": (
-            "run_id",
-            "step",
-            "started_at",
-            "finished_at",
-            "status",
-            "rows_in",
-            "rows_out",
-            "rows_quarantined",
-            "error",
-        ),
-        "live_sales_minute": (
-            "window_start",
-            "window_end",
-            "orders",
-            "units",
-            "net_revenue",
-            "avg_order_value",
-        ),
-        "live_alerts": ("window_start", "metric", "value", "baseline", "z_score", "kind"),
-    },
+    layer: {t.name: t.public for t in catalog.tables(layer) if t.kind != "bookkeeping"}
+    for layer in LAYERS
 }
 
-RFM_SEGMENTS = (
-    "champions",
-    "loyal",
-    "potential_loyalists",
-    "new_customers",
-    "promising",
-    "need_attention",
-    "about_to_sleep",
-    "cant_lose",
-    "at_risk",
-    "hibernating",
-)
+RFM_SEGMENTS = catalog.RFM_SEGMENT_NAMES
 
 _COMMIT = re.compile(r"^(\d{20})\.json$")
 
@@ -588,42 +461,97 @@ def failing_rules(dq: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.Data
     return quality_scores.failing_rules(dq, latest_scores(dq, runs))
 
 
-def quarantine_rule_counts(quarantine: pa.Table | None) -> pd.DataFrame:
-    """Quarantined records per source table and rule (a record counts once per rule)."""
+def _sql_text(value: str) -> str:
+    """A SQL string literal: delta-rs' QueryBuilder takes no bound parameters."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_name(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _viewless(kind: pa.DataType) -> pa.DataType:
+    """DataFusion returns string views, in lists too; pandas cannot take a list of views."""
+    if pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_viewless(kind.value_type)))
+    return kind
+
+
+def _query_quarantine(sql: Callable[[set[str]], str]) -> pa.Table | None:
+    """`sql(columns present)` run over silver.quarantine (registered as `q`) in delta-rs' engine.
+
+    The quarantine keeps every failed record whole (`raw_record`), so it grows
+    with the data: the app never loads it (issue 15). DataFusion, inside
+    delta-rs, reads only the columns a query names, applies deletion vectors,
+    and streams the scan through the aggregation or the LIMIT; only the result
+    reaches Python. None when the table does not exist.
+    """
+    if cache_key("silver", "quarantine") is None:
+        return None
+    from deltalake import DeltaTable, QueryBuilder
+
+    delta = DeltaTable(table_path("silver", "quarantine"))
+    present = set(delta.schema().to_arrow().names)
+    result = pa.table(QueryBuilder().register("q", delta).execute(sql(present)))
+    return result.cast(pa.schema([f.with_type(_viewless(f.type)) for f in result.schema]))
+
+
+def quarantine_rule_counts() -> pd.DataFrame:
+    """Quarantined records per source table and rule, most first (a record counts once per rule).
+
+    One query in delta-rs' engine that scans only `source_table` and `rules`
+    (EXPLAIN: `projection=[source_table, rules]`): the rules are unnested in a
+    subquery and grouped, so `raw_record` is never read. The unnest is the
+    select-list `unnest(rules)`: the DataFusion in deltalake 1.6.6 has no table
+    form (`CROSS JOIN LATERAL unnest(q.rules) AS t(rule)`: "table function
+    'unnest' not found"; `FROM q, unnest(q.rules)`: not implemented). Ties are
+    ordered by source table and rule, so the list is stable.
+    """
     cols = ["source_table", "rule", "records"]
-    if quarantine is None or quarantine.num_rows == 0:
-        return pd.DataFrame(columns=cols)
-    rules = quarantine.column("rules")
-    parents = pc.list_parent_indices(rules)
-    flat = pa.table(
-        {
-            "source_table": pc.take(quarantine.column("source_table"), parents),
-            "rule": pc.list_flatten(rules),
-        }
+    counted = _query_quarantine(
+        lambda _present: (
+            "SELECT source_table, rule, count(*) AS records"
+            " FROM (SELECT source_table, unnest(rules) AS rule FROM q) AS flat"
+            " WHERE rule IS NOT NULL"
+            " GROUP BY source_table, rule"
+            " ORDER BY records DESC, source_table, rule"
+        )
     )
-    out = flat.group_by(["source_table", "rule"]).aggregate([("rule", "count")])
-    frame = out.to_pandas().rename(columns={"rule_count": "records"})
-    return frame.sort_values("records", ascending=False, ignore_index=True)[cols]
-
-
-def quarantine_samples(
-    quarantine: pa.Table | None, rule: str, source_table: str | None = None, limit: int = 20
-) -> pd.DataFrame:
-    """Up to `limit` quarantined records that failed `rule` (optionally of one source table)."""
-    cols = list(TABLES["silver"]["quarantine"])
-    if quarantine is None or quarantine.num_rows == 0:
+    if counted is None or counted.num_rows == 0:
         return pd.DataFrame(columns=cols)
-    rules = quarantine.column("rules")
-    hit = pc.equal(pc.list_flatten(rules), rule)
-    rows = pc.unique(pc.filter(pc.list_parent_indices(rules), hit))
-    picked = quarantine.take(rows)
-    if source_table:
-        picked = picked.filter(pc.equal(picked.column("source_table"), source_table))
-    picked = picked.slice(0, limit)
-    frame = to_pandas(picked.select([c for c in cols if c in picked.column_names]))
-    if "rules" in frame.columns:
-        frame["rules"] = frame["rules"].map(lambda r: ", ".join(r) if r is not None else "")
-    return frame
+    return counted.to_pandas()[cols]
+
+
+def quarantine_samples(rule: str, source_table: str | None = None, limit: int = 20) -> pd.DataFrame:
+    """Up to `limit` quarantined records that failed `rule` (optionally of one source table).
+
+    A filtered, LIMITed query in delta-rs' engine: the rule test is pushed into
+    the Parquet scan and the scan stops once `limit` records matched, so the
+    engine reads `raw_record` only of the row groups it scanned until then and
+    only the `limit` records reach the app, whole (`raw_record` verbatim, `rules`
+    joined as "a, b"). Without an ORDER BY the records are the first the scan
+    meets, a sample; an order would make the engine read every match's record.
+    """
+    cols = list(TABLES["silver"]["quarantine"])
+
+    def sql(present: set[str]) -> str:
+        select = ", ".join(_sql_name(c) for c in cols if c in present)
+        where = f"array_has(rules, {_sql_text(rule)})"
+        if source_table:
+            where += f" AND source_table = {_sql_text(source_table)}"
+        return f"SELECT {select} FROM q WHERE {where} LIMIT {max(0, int(limit))}"
+
+    picked = _query_quarantine(sql)
+    if picked is None or picked.num_rows == 0:
+        return pd.DataFrame(columns=cols)
+    frame = to_pandas(picked)
+    frame["rules"] = frame["rules"].map(lambda r: ", ".join(r) if r is not None else "")
+    for col in cols:
+        if col not in frame.columns:  # a column the writer does not produce (yet)
+            frame[col] = pd.Series([None] * len(frame), dtype="object")
+    return frame[cols]
 
 
 # --------------------------------------------------------------------------- live, anomalies
@@ -818,49 +746,14 @@ def histogram(values: pd.Series, bins: int = 40) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- sales
 
-
-@dataclass(frozen=True)
-class SalesFilter:
-    """A date range (inclusive) and dimension filters; an empty tuple means all."""
-
-    start: dt.date
-    end: dt.date
-    categories: tuple[str, ...] = ()
-    countries: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
-
-    @property
-    def has_dimensions(self) -> bool:
-        return bool(self.categories or self.countries or self.channels)
-
-    def previous(self) -> SalesFilter:
-        """The period of the same length just before this one, same dimensions."""
-        days = (self.end - self.start).days + 1
-        return SalesFilter(
-            self.start - dt.timedelta(days=days),
-            self.start - dt.timedelta(days=1),
-            self.categories,
-            self.countries,
-            self.channels,
-        )
-
-
-_EPOCH = dt.date(1970, 1, 1)
-_FACT_COLUMNS = (
-    "order_id",
-    "order_date",
-    "status",
-    "is_revenue_bearing",
-    "product_id",
-    "product_name",
-    "category",
-    "channel",
-    "country",
-    "quantity",
-    "line_gross",
-    "line_net",
-    "line_cost",
+SALES_TABLES = ("sales_cells", "sales_orders", "product_sales")
+_SALES_DIMS = (  # filter field of SalesFilter, column of the Gold tables
+    ("categories", "category"),
+    ("countries", "country"),
+    ("channels", "channel"),
+    ("statuses", "status"),
 )
+_SALES_MONEY = ("gross_revenue", "net_revenue", "cost", "costed_net_revenue")
 DAILY_COLUMNS = (
     "order_date",
     "orders",
@@ -874,252 +767,168 @@ DAILY_COLUMNS = (
 )
 
 
-def _encode(column: pa.ChunkedArray, fill: str) -> tuple[np.ndarray, list[str]]:
-    arr = pc.fill_null(pc.cast(column, pa.string()), fill).combine_chunks()
-    enc = arr.dictionary_encode()
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-    return codes, enc.dictionary.to_pylist()
+@dataclass(frozen=True)
+class SalesFilter:
+    """A date range (inclusive) and dimension filters; an empty tuple means all."""
+
+    start: dt.date
+    end: dt.date
+    categories: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+
+    @property
+    def has_dimensions(self) -> bool:
+        return bool(self.categories or self.countries or self.channels or self.statuses)
+
+    def previous(self) -> SalesFilter:
+        """The period of the same length just before this one, same dimensions."""
+        days = (self.end - self.start).days + 1
+        return SalesFilter(
+            self.start - dt.timedelta(days=days),
+            self.start - dt.timedelta(days=1),
+            self.categories,
+            self.countries,
+            self.channels,
+            self.statuses,
+        )
 
 
-def _cents(column: pa.ChunkedArray) -> np.ndarray:
-    values = pc.fill_null(pc.cast(column, pa.float64()), 0.0).to_numpy()
-    return np.rint(values * 100).astype(np.int64)
+def _sales_frame(table: pa.Table) -> pd.DataFrame:
+    """A sales Gold table as pandas: strings as categoricals (small in memory), dates as
+    datetime64, money as float64 cents (exact integers: sums stay exact), nulls as NaN."""
+    for name in _SALES_MONEY:
+        if name in table.column_names:
+            cents = pc.round(pc.multiply(pc.cast(table.column(name), pa.float64()), 100.0))
+            table = table.set_column(table.column_names.index(name), name, cents)
+    # split_blocks + self_destruct: each Arrow column is freed once converted (half the peak)
+    return table.to_pandas(
+        date_as_object=False, strings_to_categorical=True, split_blocks=True, self_destruct=True
+    )
 
 
-class SalesCube:
-    """silver.fact_sales pre-aggregated for fast, exact filtered aggregates.
+def _category_sets(table: pa.Table) -> tuple[pa.Table, list[frozenset[str]]]:
+    """sales_orders with its `categories` list replaced by `set_code`, an index into the
+    returned list of distinct sets (a few hundred), so a category filter is one lookup."""
+    lists = table.column("categories").combine_chunks()
+    keys = pc.binary_join(lists, "\x1f")
+    codes = keys.dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    sets = [frozenset(v or ()) for v in lists.take(pa.array(first)).to_pylist()]
+    index = table.column_names.index("categories")
+    return table.set_column(index, "set_code", pa.array(codes.astype(np.int32))), sets
 
-    Built once per table version (2.5M lines for 1M orders: a few seconds; see
-    `sales_cube()`). Three small "cell" tables answer almost every question
-    without touching the lines again:
 
-    - line cells: revenue-bearing lines summed per (day, category, country,
-      channel): units, gross, net, cost;
-    - order cells: orders counted per (day, country, channel, status);
-    - pair cells: distinct (order, category) pairs per (day, category, country,
-      channel, status), i.e. "orders with at least one line in the category".
+def _margin(costed_net: pd.Series, cost: pd.Series) -> pd.Series:
+    """Gross margin from cent sums over the lines of known cost; NaN where there is none
+    (docs/contract.md §5: a margin is never invented for an unknown cost)."""
+    return (costed_net - cost) / 100
 
-    Money is summed in integer cents (the contract's totals are sums of
-    DECIMAL(18,2) line values, so they come out exact). Orders are always
-    counted distinct: with two or more categories selected an order may have
-    lines in several of them, so that case (and top products) falls back to
-    the order- and line-level arrays, still vectorised.
+
+def _sum(frame: pd.DataFrame, by: str | list[str], columns: Sequence[str]) -> pd.DataFrame:
+    """Sums per group; a sum of nothing but nulls stays null (cost of unknown-cost lines)."""
+    grouped = frame.groupby(by, observed=True, sort=False)[list(columns)]
+    return grouped.sum(min_count=1)
+
+
+class SalesGold:
+    """The Sales page's Gold tables (gold.sales_cells, sales_orders, product_sales).
+
+    Spark builds them (pipeline/gold/sales_cells.py documents the grain and the
+    definitions); this class only filters rows and sums columns, so every number
+    shown is a sum of Gold values:
+
+    - money, units, cost and margin: sums of sales_cells (or product_sales);
+    - orders: sales_orders rows whose category set overlaps the category filter
+      (all orders without one, as gold.daily_sales counts them), so an order
+      with lines in two chosen categories counts once; per category, the
+      sales_cells `orders` (orders with a line in that category);
+    - cancelled / returned: sales_orders rows of that status.
     """
 
-    def __init__(self, table: pa.Table | None) -> None:
-        self.empty = table is None or table.num_rows == 0
-        if self.empty:
-            table = pa.table({c: pa.array([], pa.string()) for c in _FACT_COLUMNS})
-        order_codes, _ = _encode(table.column("order_id"), "")
-        self.n_orders = int(order_codes.max()) + 1 if len(order_codes) else 0
-        days = pc.cast(pc.cast(table.column("order_date"), pa.date32()), pa.int32())
-        line_day = pc.fill_null(days, 0).to_numpy(zero_copy_only=False).astype(np.int32)
-        status_codes, self.statuses = _encode(table.column("status"), "unknown")
-        rev = pc.fill_null(pc.cast(table.column("is_revenue_bearing"), pa.bool_()), False)
-        line_rev = rev.to_numpy(zero_copy_only=False).astype(bool)
-        cat, self.categories = _encode(table.column("category"), "Unknown")
-        country, self.countries = _encode(table.column("country"), "Unknown")
-        channel, self.channels = _encode(table.column("channel"), "Unknown")
-        product, self.product_ids = _encode(table.column("product_id"), "UNKNOWN")
-        self.product_names: list[str] = []
-        self.product_category = np.zeros(len(self.product_ids), dtype=np.int32)
-        if len(product):
-            last = np.zeros(len(self.product_ids), dtype=np.int64)
-            last[product] = np.arange(len(product))
-            names = pc.fill_null(pc.cast(table.column("product_name"), pa.string()), "")
-            self.product_names = names.take(pa.array(last)).to_pylist()
-            self.product_category = cat[last]
+    def __init__(self, tables: Callable[[str], pa.Table | None]) -> None:
+        """`tables(name)`: one of SALES_TABLES as Arrow (None: not built yet, read as empty).
 
-        # order level (every line of an order carries the same order attributes)
-        n = self.n_orders
-        self.o_day = np.zeros(n, dtype=np.int32)
-        self.o_country = np.zeros(n, dtype=np.int32)
-        self.o_channel = np.zeros(n, dtype=np.int32)
-        self.o_status = np.zeros(n, dtype=np.int32)
-        self.o_day[order_codes] = line_day
-        self.o_country[order_codes] = country
-        self.o_channel[order_codes] = channel
-        self.o_status[order_codes] = status_codes
-        # whether a status brings revenue, as the fact table says (is_revenue_bearing)
-        s = max(len(self.statuses), 1)
-        self.rev_status = np.bincount(status_codes[line_rev], minlength=s)[:s] > 0
+        Called for one table at a time and converted at once, so that only one
+        table's Arrow copy is alive; the freed Arrow memory is then returned to
+        the system (a 1M-order lake's three tables raise the peak to ~700 MB).
+        """
 
-        # line level: revenue-bearing lines only (the others carry no revenue)
-        keep = line_rev
-        self.l_order = order_codes[keep]
-        self.l_day = line_day[keep]
-        self.l_cat = cat[keep]
-        self.l_product = product[keep]
-        qty = pc.fill_null(pc.cast(table.column("quantity"), pa.int64()), 0)
-        self.l_qty = qty.to_numpy(zero_copy_only=False)[keep].astype(np.float64)
-        # integer cents held as float64: exact below 2**53, and what bincount weights want
-        self.l_gross = _cents(table.column("line_gross"))[keep].astype(np.float64)
-        self.l_net = _cents(table.column("line_net"))[keep].astype(np.float64)
-        self.l_cost = _cents(table.column("line_cost"))[keep].astype(np.float64)
-        # a null line_cost is an unknown cost (unknown product): margins leave such lines out
-        costed = pc.is_valid(table.column("line_cost")).to_numpy(zero_copy_only=False)[keep]
-        self.l_costed = costed.astype(np.float64)
-        self.l_costed_net = np.where(costed, self.l_net, 0.0)
+        def arrow(name: str) -> pa.Table:
+            table = tables(name)
+            return table if table is not None else catalog.arrow_schema("gold", name).empty_table()
 
-        # calendar: day offsets and the month each day falls in
-        self.day0 = int(line_day.min()) if n else 0
-        self.span = int(line_day.max()) - self.day0 + 1 if n else 0
-        self.min_date = _EPOCH + dt.timedelta(days=self.day0) if n else None
-        self.max_date = _EPOCH + dt.timedelta(days=self.day0 + self.span - 1) if n else None
-        month_of = np.arange(self.span) + self.day0
-        month_of = month_of.astype("datetime64[D]").astype("datetime64[M]")
-        self.months = np.unique(month_of)
-        self.month_of_day = np.searchsorted(self.months, month_of).astype(np.int32)
-
-        # distinct (order, category) pairs, all statuses
-        k = max(len(self.categories), 1)
-        pair_key = order_codes.astype(np.int64) * k + cat
-        if n * k <= 200_000_000:  # a bitmap is O(n); np.unique would sort
-            seen = np.zeros(n * k, dtype=bool)
-            seen[pair_key] = True
-            pair = np.flatnonzero(seen)
-        else:
-            pair = np.unique(pair_key)
-        self.p_order = (pair // k).astype(np.int32)
-        self.p_cat = (pair % k).astype(np.int32)
-
-        # the cells
-        dims = {
-            "day": self.span,
-            "cat": k,
-            "country": max(len(self.countries), 1),
-            "channel": max(len(self.channels), 1),
-            "status": s,
-        }
-        l_country = self.o_country[self.l_order]
-        l_channel = self.o_channel[self.l_order]
-        self.lc = _cells(
-            dims,
-            {
-                "day": self.l_day - self.day0,
-                "cat": self.l_cat,
-                "country": l_country,
-                "channel": l_channel,
-            },
-            {
-                "qty": self.l_qty,
-                "gross": self.l_gross,
-                "net": self.l_net,
-                "cost": self.l_cost,
-                "costed_net": self.l_costed_net,
-                "costed": self.l_costed,
-            },
-        )
-        self.oc = _cells(
-            dims,
-            {
-                "day": self.o_day - self.day0,
-                "country": self.o_country,
-                "channel": self.o_channel,
-                "status": self.o_status,
-            },
-            {},
-        )
-        self.pc = _cells(
-            dims,
-            {
-                "day": self.o_day[self.p_order] - self.day0,
-                "cat": self.p_cat,
-                "country": self.o_country[self.p_order],
-                "channel": self.o_channel[self.p_order],
-                "status": self.o_status[self.p_order],
-            },
-            {},
-        )
-        self._memo: dict[SalesFilter, tuple[np.ndarray, np.ndarray]] = {}
+        self.cells = _sales_frame(arrow("sales_cells"))
+        sales_orders, self._sets = _category_sets(arrow("sales_orders"))
+        self.orders = _sales_frame(sales_orders)
+        del sales_orders
+        self.products = _sales_frame(arrow("product_sales"))
+        pa.default_memory_pool().release_unused()
+        # the month of each cell, once (the category share chart groups by it)
+        self.cells["month"] = self.cells["order_date"].to_numpy().astype("datetime64[M]")
+        self._memo: dict[tuple[int, SalesFilter, bool], pd.DataFrame] = {}
         self._memo_lock = threading.Lock()
+        self.empty = self.orders.empty and self.cells.empty
+        dates = self.orders["order_date"]
+        self.min_date = None if dates.empty else dates.min().date()
+        self.max_date = None if dates.empty else dates.max().date()
+        self.categories = self._options(self.cells, "category")
+        self.countries = self._options(self.orders, "country")
+        self.channels = self._options(self.orders, "channel")
+        self.statuses = self._options(self.orders, "status")
+
+    @staticmethod
+    def _options(frame: pd.DataFrame, column: str) -> list[str]:
+        if frame.empty:
+            return []
+        return sorted(str(v) for v in frame[column].dropna().unique())
 
     # -- selection
 
-    @staticmethod
-    def _allowed(names: list[str], chosen: tuple[str, ...]) -> np.ndarray:
-        if not chosen:
-            return np.ones(max(len(names), 1), dtype=bool)
-        wanted = set(chosen)
-        return np.array([name in wanted for name in names], dtype=bool)
+    def _rows(self, frame: pd.DataFrame, f: SalesFilter, revenue: bool = False) -> pd.DataFrame:
+        """The rows of a Gold table inside the filter (categories via the set for orders).
 
-    def _status_ok(self, statuses: str) -> np.ndarray:
-        """'revenue', 'cancelled' or 'returned' as a mask over status codes."""
-        if statuses == "revenue":
-            return self.rev_status
-        return np.array([s == statuses for s in self.statuses] or [False], dtype=bool)
-
-    def _cell_mask(self, cells: dict[str, np.ndarray], f: SalesFilter) -> np.ndarray:
-        start = (f.start - _EPOCH).days - self.day0
-        end = (f.end - _EPOCH).days - self.day0
-        mask = (cells["day"] >= start) & (cells["day"] <= end)
-        if f.countries:
-            mask &= self._allowed(self.countries, f.countries)[cells["country"]]
-        if f.channels:
-            mask &= self._allowed(self.channels, f.channels)[cells["channel"]]
-        if f.categories and "cat" in cells:
-            mask &= self._allowed(self.categories, f.categories)[cells["cat"]]
-        return mask
-
-    def _select(self, f: SalesFilter) -> tuple[np.ndarray, np.ndarray]:
-        """(orders matching the filter, revenue lines matching it), memoised: the slow path."""
+        A page asks for the same rows several times per rerun (KPIs, trend,
+        breakdowns), so the last few selections are kept; a selection of every
+        row is the table itself, not a copy. Callers must not modify the result.
+        """
+        key = (id(frame), f, revenue)
         with self._memo_lock:
-            hit = self._memo.get(f)
+            hit = self._memo.get(key)
         if hit is not None:
             return hit
-        start = (f.start - _EPOCH).days
-        end = (f.end - _EPOCH).days
-        order_ok = (self.o_day >= start) & (self.o_day <= end)
-        if f.countries:
-            order_ok &= self._allowed(self.countries, f.countries)[self.o_country]
-        if f.channels:
-            order_ok &= self._allowed(self.channels, f.channels)[self.o_channel]
-        cat_ok = self._allowed(self.categories, f.categories)
-        if f.categories:
-            pair_ok = order_ok[self.p_order] & cat_ok[self.p_cat]
-            orders = np.zeros(self.n_orders, dtype=bool)
-            orders[self.p_order[pair_ok]] = True
-        else:
-            orders = order_ok
-        lines = order_ok[self.l_order]
-        if f.categories:
-            lines &= cat_ok[self.l_cat]
+        mask = self._mask(frame, f, revenue)
+        rows = frame if mask.all() else frame[mask]
         with self._memo_lock:
-            if len(self._memo) >= 4:
+            while len(self._memo) >= 8:
                 self._memo.pop(next(iter(self._memo)))
-            self._memo[f] = (orders, lines)
-        return orders, lines
+            self._memo[key] = rows
+        return rows
 
-    def _order_counts(self, f: SalesFilter, by: str, statuses: str, size: int) -> np.ndarray:
-        """Distinct orders matching the filter and statuses, counted per `by`.
+    def _mask(self, frame: pd.DataFrame, f: SalesFilter, revenue: bool) -> np.ndarray:
+        dates = frame["order_date"]
+        mask = (dates >= pd.Timestamp(f.start)) & (dates <= pd.Timestamp(f.end))
+        for field_name, column in _SALES_DIMS:
+            chosen = getattr(f, field_name)
+            if not chosen:
+                continue
+            if column in frame.columns:
+                mask &= frame[column].isin(chosen)
+            elif column == "category" and "set_code" in frame.columns:
+                wanted = set(chosen)
+                overlaps = np.array([bool(s & wanted) for s in self._sets] or [False])
+                mask &= overlaps[frame["set_code"].to_numpy()]
+        if revenue and "is_revenue_bearing" in frame.columns:
+            mask &= frame["is_revenue_bearing"]
+        return mask.to_numpy()
 
-        by: 'day' (offset from day0), 'country', 'channel' or 'cat'.
-        """
-        status_ok = self._status_ok(statuses)
-        if by == "cat" or len(f.categories) == 1:
-            cells = self.pc  # one category: an order has at most one pair in it
-        elif not f.categories:
-            cells = self.oc
-        else:  # several categories: an order may match through several, count it once
-            orders, _ = self._select(f)
-            hit = orders & status_ok[self.o_status]
-            key = {
-                "day": self.o_day - self.day0,
-                "country": self.o_country,
-                "channel": self.o_channel,
-            }[by]
-            return np.bincount(key[hit], minlength=size)[:size]
-        mask = self._cell_mask(cells, f) & status_ok[cells["status"]]
-        return np.bincount(cells[by][mask], weights=cells["n"][mask], minlength=size)[:size]
-
-    def _line_sums(self, f: SalesFilter, by: str, size: int) -> dict[str, np.ndarray]:
-        cells = self.lc
-        mask = self._cell_mask(cells, f)
-        key = cells[by][mask] if by != "month" else self.month_of_day[cells["day"][mask]]
-        return {
-            m: np.bincount(key, weights=cells[m][mask], minlength=size)[:size]
-            for m in ("qty", "gross", "net", "cost", "costed_net", "costed")
-        }
+    def _orders_by(self, f: SalesFilter, by: str, status: str | None = None) -> pd.Series:
+        """Distinct orders (revenue-bearing, or of one status) per `by`, from sales_orders."""
+        rows = self._rows(self.orders, f, revenue=status is None)
+        if status is not None:
+            rows = rows[rows["status"] == status]
+        return rows.groupby(by, observed=True)["orders"].sum()
 
     # -- aggregates
 
@@ -1127,86 +936,94 @@ class SalesCube:
         """One row per day of the range: orders, units, revenue, cost, margin, cancelled,
         returned. cost and gross_margin cover the lines whose cost is known (margin NaN on
         a day without one)."""
-        start = (f.start - _EPOCH).days
         span = max((f.end - f.start).days + 1, 0)
-        dates = pd.to_datetime(np.arange(start, start + span).astype("datetime64[D]"))
-        out = pd.DataFrame({"order_date": dates})
+        days = pd.date_range(pd.Timestamp(f.start), periods=span, freq="D", unit="ms")
+        out = pd.DataFrame({"order_date": days})
         if self.empty or span == 0:
             for col in DAILY_COLUMNS[1:]:
                 out[col] = np.zeros(span)
             out["gross_margin"] = np.nan  # no line of known cost
             return out
-        # cells count days from day0; the range may start before or end after the data
-        offset = start - self.day0
-        size = max(self.span, offset + span, 0)
-        lo, hi = max(offset, 0), offset + span
+        index = pd.Index(days, name="order_date")
+        lines = _sum(self._rows(self.cells, f), "order_date", ["units", *_SALES_MONEY])
+        lines = lines.reindex(index)
 
-        def window(values: np.ndarray) -> np.ndarray:
-            padded = np.zeros(span)
-            if hi > lo:
-                padded[lo - offset : hi - offset] = values[lo:hi]
-            return padded
+        def counts(status: str | None) -> np.ndarray:
+            per_day = self._orders_by(f, "order_date", status).reindex(index, fill_value=0)
+            return per_day.to_numpy().astype(np.int64)
 
-        sums = self._line_sums(f, "day", size)
-        out["orders"] = window(self._order_counts(f, "day", "revenue", size)).astype(np.int64)
-        out["units"] = window(sums["qty"]).astype(np.int64)
-        out["gross_revenue"] = window(sums["gross"]) / 100
-        out["net_revenue"] = window(sums["net"]) / 100
-        out["cost"] = window(sums["cost"]) / 100
-        out["gross_margin"] = _margin(
-            window(sums["costed_net"]), window(sums["cost"]), window(sums["costed"])
-        )
-        for status, col in (("cancelled", "cancelled_orders"), ("returned", "returned_orders")):
-            out[col] = window(self._order_counts(f, "day", status, size)).astype(np.int64)
+        out["orders"] = counts(None)
+        out["units"] = lines["units"].fillna(0).to_numpy().astype(np.int64)
+        out["gross_revenue"] = lines["gross_revenue"].fillna(0).to_numpy() / 100
+        out["net_revenue"] = lines["net_revenue"].fillna(0).to_numpy() / 100
+        out["cost"] = lines["cost"].fillna(0).to_numpy() / 100
+        out["gross_margin"] = _margin(lines["costed_net_revenue"], lines["cost"]).to_numpy()
+        out["cancelled_orders"] = counts("cancelled")
+        out["returned_orders"] = counts("returned")
         return out
 
     def by_dimension(self, f: SalesFilter, dimension: str) -> pd.DataFrame:
         """Orders, units, revenue and margin per category, country or channel."""
         cols = [dimension, "orders", "units", "net_revenue", "gross_margin", "margin_pct"]
-        key = {"category": "cat", "country": "country", "channel": "channel"}.get(dimension)
-        if key is None:
+        if dimension not in ("category", "country", "channel"):
             raise ValueError(f"unknown dimension {dimension}")
         if self.empty:
             return pd.DataFrame(columns=cols)
-        names = {"cat": self.categories, "country": self.countries, "channel": self.channels}[key]
-        k = len(names)
-        sums = self._line_sums(f, key, k)
+        cells = self._rows(self.cells, f)
+        sums = _sum(cells, dimension, ["units", "net_revenue", "cost", "costed_net_revenue"])
+        if dimension == "category":  # orders with a line in the category
+            orders = _sum(self._rows(self.cells, f, revenue=True), dimension, ["orders"])
+            orders = orders["orders"]
+        else:  # every order has one country and channel: sales_orders counts it once
+            orders = self._orders_by(f, dimension)
+        frame = sums.join(orders.rename("orders"), how="outer")
+        frame.index = frame.index.astype(str)
         out = pd.DataFrame(
             {
-                dimension: names,
-                "orders": self._order_counts(f, key, "revenue", k).astype(np.int64),
-                "units": sums["qty"].astype(np.int64),
-                "net_revenue": sums["net"] / 100,
-                "gross_margin": _margin(sums["costed_net"], sums["cost"], sums["costed"]),
+                dimension: frame.index.to_numpy(dtype=object),
+                "orders": frame["orders"].fillna(0).to_numpy().astype(np.int64),
+                "units": frame["units"].fillna(0).to_numpy().astype(np.int64),
+                "net_revenue": frame["net_revenue"].fillna(0).to_numpy() / 100,
+                "gross_margin": _margin(frame["costed_net_revenue"], frame["cost"]).to_numpy(),
             }
         )
         # the margin rate over the revenue whose cost is known (the margin's own lines)
-        costed_net = pd.Series(sums["costed_net"] / 100)
+        costed_net = pd.Series(frame["costed_net_revenue"].to_numpy() / 100)
         out["margin_pct"] = out["gross_margin"] / costed_net.replace(0, np.nan)
         out = out[(out["orders"] > 0) | (out["net_revenue"] != 0)]
-        return out.sort_values("net_revenue", ascending=False, ignore_index=True)[cols]
+        out = out.sort_values(["net_revenue", dimension], ascending=[False, True])
+        return out.reset_index(drop=True)[cols]
 
     def top_products(self, f: SalesFilter, limit: int = 10) -> pd.DataFrame:
-        cols = ["product_id", "product_name", "category", "units", "net_revenue", "gross_margin"]
-        if self.empty:
+        """The products with the most net revenue in the filter (gold.product_sales)."""
+        cols = [
+            "product_id",
+            "product_name",
+            "category",
+            "orders",
+            "units",
+            "net_revenue",
+            "gross_margin",
+        ]
+        if self.products.empty:
             return pd.DataFrame(columns=cols)
-        _, lines = self._select(f)
-        k = len(self.product_ids)
-        prod = self.l_product[lines]
-        net = np.bincount(prod, weights=self.l_net[lines], minlength=k)
-        cost = np.bincount(prod, weights=self.l_cost[lines], minlength=k)
-        costed_net = np.bincount(prod, weights=self.l_costed_net[lines], minlength=k)
-        costed = np.bincount(prod, weights=self.l_costed[lines], minlength=k)
-        units = np.bincount(prod, weights=self.l_qty[lines], minlength=k)
-        top = [int(i) for i in np.argsort(-net, kind="stable")[:limit] if units[i] > 0]
+        rows = self._rows(self.products, f)
+        sums = _sum(rows, "product_id", ["orders", "units", *_SALES_MONEY[1:]])
+        sums = sums[sums["units"] > 0].reset_index()
+        sums["product_id"] = sums["product_id"].astype(str)
+        top = sums.sort_values(["net_revenue", "product_id"], ascending=[False, True]).head(limit)
+        names = rows.groupby("product_id", observed=True)[["product_name", "category"]].first()
+        names.index = names.index.astype(str)
+        named = top.join(names, on="product_id")
         return pd.DataFrame(
             {
-                "product_id": [self.product_ids[i] for i in top],
-                "product_name": [self.product_names[i] for i in top],
-                "category": [self.categories[self.product_category[i]] for i in top],
-                "units": units[top].astype(np.int64),
-                "net_revenue": net[top] / 100,
-                "gross_margin": _margin(costed_net[top], cost[top], costed[top]),
+                "product_id": named["product_id"].to_numpy(dtype=object),
+                "product_name": named["product_name"].astype(str).to_numpy(dtype=object),
+                "category": named["category"].astype(str).to_numpy(dtype=object),
+                "orders": named["orders"].to_numpy().astype(np.int64),
+                "units": named["units"].to_numpy().astype(np.int64),
+                "net_revenue": named["net_revenue"].to_numpy() / 100,
+                "gross_margin": _margin(named["costed_net_revenue"], named["cost"]).to_numpy(),
             },
             columns=cols,
         )
@@ -1216,150 +1033,75 @@ class SalesCube:
         cols = ["month", "category", "net_revenue", "gross_margin", "revenue_share"]
         if self.empty:
             return pd.DataFrame(columns=cols)
-        k, m = len(self.categories), len(self.months)
-        cells = self.lc
-        mask = self._cell_mask(cells, f)
-        cell = self.month_of_day[cells["day"][mask]].astype(np.int64) * k + cells["cat"][mask]
-        net = np.bincount(cell, weights=cells["net"][mask], minlength=m * k).reshape(m, k)
-        cost = np.bincount(cell, weights=cells["cost"][mask], minlength=m * k).reshape(m, k)
-        costed_net, costed = (
-            np.bincount(cell, weights=cells[c][mask], minlength=m * k).reshape(m, k)
-            for c in ("costed_net", "costed")
-        )
-        lines_per = np.bincount(cell, weights=cells["n"][mask], minlength=m * k).reshape(m, k)
-        month_idx, cat_idx = np.nonzero(lines_per)
-        total = net.sum(axis=1)
-        share = np.divide(
-            net[month_idx, cat_idx],
-            total[month_idx],
-            out=np.zeros(len(month_idx)),
-            where=total[month_idx] != 0,
-        )
+        cells = self._rows(self.cells, f, revenue=True)
+        sums = _sum(cells, ["month", "category"], ["net_revenue", "cost", "costed_net_revenue"])
+        sums = sums.sort_index().reset_index()
+        total = sums.groupby("month")["net_revenue"].transform("sum")
+        share = (sums["net_revenue"] / total.where(total != 0)).fillna(0.0)
         return pd.DataFrame(
             {
-                "month": pd.to_datetime(self.months[month_idx].astype("datetime64[D]")),
-                "category": np.asarray(self.categories, dtype=object)[cat_idx],
-                "net_revenue": net[month_idx, cat_idx] / 100,
-                "gross_margin": _margin(
-                    costed_net[month_idx, cat_idx],
-                    cost[month_idx, cat_idx],
-                    costed[month_idx, cat_idx],
-                ),
-                "revenue_share": share,
+                "month": sums["month"].to_numpy(),
+                "category": sums["category"].astype(str).to_numpy(dtype=object),
+                "net_revenue": sums["net_revenue"].fillna(0).to_numpy() / 100,
+                "gross_margin": _margin(sums["costed_net_revenue"], sums["cost"]).to_numpy(),
+                "revenue_share": share.to_numpy(),
             },
             columns=cols,
         )
 
 
-def _margin(costed_net: np.ndarray, cost: np.ndarray, costed: np.ndarray) -> np.ndarray:
-    """Gross margin from cent sums over the lines of known cost; NaN where there is none
-    (docs/contract.md §5: a margin is never invented for an unknown cost)."""
-    return np.where(
-        np.asarray(costed) > 0, (np.asarray(costed_net) - np.asarray(cost)) / 100, np.nan
-    )
+def sales_key() -> tuple[str, tuple[tuple[int, int] | None, ...]]:
+    """The lake and the Delta versions of the sales Gold tables: a cache key for SalesGold."""
+    return settings().lake, tuple(cache_key("gold", t) for t in SALES_TABLES)
 
 
-def _cells(
-    sizes: dict[str, int], keys: dict[str, np.ndarray], sums: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Group rows by the given integer keys: one entry per non-empty cell.
+def load_sales() -> SalesGold:
+    """The sales Gold tables read with delta-rs (uncached: `sales_gold()` keeps them)."""
+    return SalesGold(lambda name: read_arrow("gold", name, TABLES["gold"][name]))
 
-    Returns each key column, `n` (rows per cell) and each summed column. A dense
-    bincount over the key space is O(rows); a very large key space (many
-    countries x categories) falls back to np.unique.
+
+_sales_cache: dict[tuple, SalesGold] = {}
+_sales_lock = threading.Lock()
+
+
+def sales_gold() -> SalesGold:
+    """The sales Gold tables of their current versions, read once per process and shared.
+
+    Kept here rather than in a Streamlit cache so that they can be read ahead of
+    time in a background thread (`prefetch_sales`): on a 1,000,000-order lake
+    the read takes about 4 s, which the Sales page would otherwise show on its
+    first visit after every run. Concurrent callers wait for one read.
     """
-    names = list(keys)
-    flat = np.zeros(len(next(iter(keys.values()))), dtype=np.int64)
-    space = 1
-    for name in names:
-        flat = flat * sizes[name] + keys[name].astype(np.int64)
-        space *= sizes[name]
-    if space <= 20_000_000:
-        counts = np.bincount(flat, minlength=space)
-        ids = np.flatnonzero(counts)
-        index = np.zeros(space, dtype=np.int64)
-        index[ids] = np.arange(len(ids))
-        inverse = index[flat]
-        n = counts[ids]
-    else:
-        ids, inverse, n = np.unique(flat, return_inverse=True, return_counts=True)
-    out: dict[str, np.ndarray] = {"n": n.astype(np.float64)}
-    rest = ids.copy()
-    for name in reversed(names):
-        out[name] = (rest % sizes[name]).astype(np.int32)
-        rest //= sizes[name]
-    for name, values in sums.items():
-        out[name] = np.bincount(inverse, weights=values, minlength=len(ids))
-    return out
+    key = sales_key()
+    with _sales_lock:
+        sales = _sales_cache.get(key)
+        if sales is None:
+            sales = load_sales()
+            while len(_sales_cache) >= 2:  # the latest version of at most two lakes
+                _sales_cache.pop(next(iter(_sales_cache)))
+            _sales_cache[key] = sales
+        return sales
 
 
-_cube_lock = threading.Lock()
-_cubes: dict[tuple[str, tuple[int, int] | None], SalesCube] = {}
-
-
-def sales_cube() -> SalesCube:
-    """The SalesCube of the current silver.fact_sales version, built once per process.
-
-    Kept here rather than in a Streamlit cache so that it can be built ahead
-    of time in a background thread (`prefetch_sales_cube`): after a run, or
-    when the app starts, the Sales page then finds it ready. Concurrent callers
-    wait for one build instead of building twice.
-    """
-    key = (settings().lake, cache_key("silver", "fact_sales"))
-    with _cube_lock:
-        cube = _cubes.get(key)
-        if cube is None:
-            cube = SalesCube(read_arrow("silver", "fact_sales", _FACT_COLUMNS))
-            while len(_cubes) >= 2:  # the latest version of at most two lakes
-                _cubes.pop(next(iter(_cubes)))
-            _cubes[key] = cube
-        return cube
-
-
-def sales_cube_ready() -> bool:
-    return (settings().lake, cache_key("silver", "fact_sales")) in _cubes
-
-
-def prefetch_sales_cube() -> None:
-    """Build the sales cube in a daemon thread unless it is ready (returns at once)."""
-    if sales_cube_ready():
+def prefetch_sales() -> None:
+    """Read the sales tables in a daemon thread unless they are ready (returns at once)."""
+    if sales_key() in _sales_cache:
         return
     lake = settings().lake
 
-    def build() -> None:
+    def load() -> None:
         try:
             if settings().lake == lake:
-                sales_cube()
-        except Exception as exc:  # the page will build (and report) it on demand
-            log.warning("sales cube prefetch failed: %s", exc)
+                sales_gold()
+        except Exception as exc:  # the page reads (and reports) them on demand
+            log.warning("sales tables prefetch failed: %s", exc)
 
-    threading.Thread(target=build, name="shoplake-prefetch", daemon=True).start()
+    threading.Thread(target=load, name="shoplake-prefetch", daemon=True).start()
 
 
-def sales_daily(cube: SalesCube, daily_sales: pd.DataFrame, f: SalesFilter) -> pd.DataFrame:
-    """Daily sales over the filter's range.
-
-    Without a category, country or channel filter the numbers are gold.daily_sales
-    itself (the contract's orders include revenue-bearing orders whose items were
-    all quarantined, which fact_sales has no line for); cost comes from the fact
-    lines. With a dimension filter they are computed from silver.fact_sales:
-    orders = revenue-bearing orders with at least one matching line.
-    """
-    computed = cube.daily(f)
-    if f.has_dimensions or daily_sales.empty:
-        return computed
-    gold = daily_sales.copy()
-    gold["order_date"] = pd.to_datetime(gold["order_date"])
-    start, end = pd.Timestamp(f.start), pd.Timestamp(f.end)
-    gold = gold[(gold["order_date"] >= start) & (gold["order_date"] <= end)]
-    from_lines = ("cost", "gross_margin")
-    merged = computed[["order_date", *from_lines]].merge(
-        gold[[c for c in DAILY_COLUMNS if c not in from_lines]], on="order_date", how="left"
-    )
-    for col in DAILY_COLUMNS[1:]:
-        if col not in from_lines:
-            merged[col] = pd.to_numeric(merged[col], errors="coerce").fillna(0)
-    return merged[list(DAILY_COLUMNS)]
+def sales_daily(sales: SalesGold, f: SalesFilter) -> pd.DataFrame:
+    """Daily sales over the filter's range, every day present (zeros where none)."""
+    return sales.daily(f)
 
 
 def _kpi_margin(daily: pd.DataFrame) -> float | None:

@@ -38,11 +38,13 @@ class Context:
     full_refresh: bool = False  # recompute incremental Silver tables from all of Bronze
     deferred: dict[tuple[str, str], tuple[object, list[tuple]]] = field(default_factory=dict)
     touched: dict[str, list[str] | None] = field(default_factory=dict)  # this run's, by source
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # revenue-bearing net revenue of silver.fact_sales as this run left it (Gold reconciles)
+    silver_net_revenue: object = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def defer(self, layer: str, table: str, schema: object, rows: Sequence[tuple]) -> None:
         """Rows for ``layer.table``, appended by the runner when the run ends."""
-        with self._lock:
+        with self.lock:
             entry = self.deferred.setdefault((layer, table), (schema, []))
             entry[1].extend(rows)
 

@@ -20,43 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
-from pipeline import lake, storage
-from pipeline.config import CACHE_DIR, settings
+from pipeline import catalog, lake, storage
+from pipeline.config import CACHE_DIR, SOURCES, settings, spark_settings
 from pipeline.registry import Context, Step, StepFailed, StepOutcome, steps_for
 from pipeline.silver import incremental
 
 Progress = Callable[[str, float], None]
 
-RUNS_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType()),
-        T.StructField("step", T.StringType()),
-        T.StructField("started_at", T.TimestampType()),
-        T.StructField("finished_at", T.TimestampType()),
-        T.StructField("status", T.StringType()),
-        T.StructField("rows_in", T.LongType()),
-        T.StructField("rows_out", T.LongType()),
-        T.StructField("rows_quarantined", T.LongType()),
-        T.StructField("error", T.StringType()),
-        T.StructField("reconciliation", T.MapType(T.StringType(), T.LongType())),
-    ]
-)
-
-DQ_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType()),
-        T.StructField("layer", T.StringType()),
-        T.StructField("table", T.StringType()),
-        T.StructField("rule", T.StringType()),
-        T.StructField("action", T.StringType()),
-        T.StructField("rows_checked", T.LongType()),
-        T.StructField("rows_failed", T.LongType()),
-        T.StructField("pass_rate", T.DoubleType()),
-        T.StructField("checked_at", T.TimestampType()),
-    ]
-)
+# One declaration of the run records (pipeline/catalog.py), also used by the live query.
+RUNS_SCHEMA = catalog.spark_schema("gold", "pipeline_runs")
+DQ_SCHEMA = catalog.spark_schema("gold", "dq_results")
 
 
 class RunInProgressError(RuntimeError):
@@ -228,6 +202,37 @@ def parallelism() -> int:
     return max(1, settings().run_parallelism)
 
 
+SMALL_LAKE_BYTES = 32 * 1024 * 1024  # landing files; 10,000 generated orders are about 3 MB
+
+
+def landing_bytes() -> int:
+    """Bytes of the landing files of every source: what a run's data amounts to."""
+    landing = settings().landing
+    return sum(
+        storage.size_and_mtime(f)[0]
+        for source in SOURCES
+        for f in storage.list_files(storage.join(landing, source))
+    )
+
+
+def whole_stage_codegen(landing: int | None = None) -> bool:
+    """Whether this run compiles its query plans to Java (Spark's whole-stage codegen).
+
+    Compiling pays off over many rows and is a loss on a small lake, where
+    every query's compile outweighs its work: at 10,000 orders a warm full run
+    took 17 % less time without it (docs/decisions.md, "Run shape").
+    ``SHOPLAKE_CODEGEN`` = on | off (or the setting in ``SHOPLAKE_SPARK_CONF``)
+    overrides the choice by size.
+    """
+    mode = settings().codegen
+    chosen = spark_settings().extra_conf.get("spark.sql.codegen.wholeStage")
+    if mode == "auto" and chosen is not None:  # set by hand in SHOPLAKE_SPARK_CONF
+        return chosen.strip().lower() == "true"
+    if mode != "auto":
+        return mode == "on"
+    return (landing_bytes() if landing is None else landing) >= SMALL_LAKE_BYTES
+
+
 def _job_ids(spark: SparkSession, group: str) -> int | None:
     try:
         return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
@@ -280,7 +285,8 @@ def run(
     gold.dq_results rows are written once, at its end (also when a step
     failed); a run killed midway leaves none. ``progress(message, fraction)``
     is called from the calling thread: "<step> ..." when a step starts,
-    "<step> done" when it ends, fraction = finished steps / all steps.
+    "<step> <status>" when it ends (a succeeded step adds " · N rows": the
+    rows it left in its table), fraction = finished steps / all steps.
     """
     steps = steps_for(target)
     if spark is None:
@@ -293,6 +299,8 @@ def run(
     records: dict[str, tuple[tuple, list[tuple]]] = {}
     tell = progress or (lambda message, fraction: None)
     with run_lock():
+        codegen = "true" if whole_stage_codegen() else "false"
+        spark.conf.set("spark.sql.codegen.wholeStage", codegen)
         ctx = Context(spark, run_id, _now(), full_refresh)
         failed: str | None = None
         running: dict[Future, Step] = {}
@@ -331,7 +339,8 @@ def run(
                         jobs,
                         commits,
                     )
-                    tell(f"{step.name} {status}", len(done) / len(steps))
+                    written = f" · {o.rows_out:,} rows" if status == "succeeded" else ""
+                    tell(f"{step.name} {status}{written}", len(done) / len(steps))
                     if status == "failed" and not failed:
                         failed = error
             results = [done.get(s.name) or StepResult(s.name, "skipped") for s in steps]

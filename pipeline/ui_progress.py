@@ -13,6 +13,7 @@ No Streamlit import here.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,7 @@ class RunView:
     elapsed: float
     remaining: float | None  # seconds, None without history
     finished: bool
+    rows_written: int = 0  # rows the finished steps left in their tables
 
     @property
     def done(self) -> int:
@@ -195,6 +197,8 @@ class RunView:
         elif not self.finished:
             parts.append("Starting")
         parts.append(f"{self.done}/{len(self.states)} steps done")
+        if self.rows_written:
+            parts.append(f"{self.rows_written:,} rows written so far")
         parts.append(f"{self.fraction * 100:.0f} %")
         parts.append(f"{duration(self.elapsed)} elapsed")
         if not self.finished:
@@ -206,6 +210,8 @@ class RunView:
         return " · ".join(parts)
 
     def rows(self, expected: dict[str, float]) -> list[dict[str, object]]:
+        from pipeline.formats import duration
+
         order = {state: i for i, state in enumerate(("running", "failed", "waiting", "done"))}
         out = []
         for step, state in sorted(self.states.items(), key=lambda kv: order[kv[1]]):
@@ -213,8 +219,8 @@ class RunView:
                 {
                     "Step": step,
                     "State": state,
-                    "Running for (s)": round(self.running[step]) if step in self.running else None,
-                    "Usually takes (s)": round(expected[step], 1) if step in expected else None,
+                    "Running for": duration(self.running.get(step)),
+                    "Usually takes": duration(expected.get(step)),
                 }
             )
         return out
@@ -229,7 +235,8 @@ def run_view(
     concurrency: float = 1.0,
     finished: bool = False,
 ) -> RunView:
-    """Replay the runner's progress messages: "<step> ..." starts a step, "<step> <status>" ends it.
+    """Replay the runner's progress messages: "<step> ..." starts a step, "<step> <status>"
+    ends it (" · N rows" after a success: the rows so far are their sum).
 
     Several steps may run at once (pipeline.runner); the overall fraction
     weighs each step by its usual duration (1 s for a step never seen), a
@@ -238,15 +245,20 @@ def run_view(
     """
     states = dict.fromkeys(steps, "waiting")
     began: dict[str, float] = {}
+    rows: dict[str, int] = {}
     for moment, message, _ in events:
-        name, _, rest = message.rpartition(" ")
+        name, _, rest = message.partition(" ")
         if name not in states:
             continue
-        if rest == "...":
+        status, _, detail = rest.partition(" · ")
+        if status == "...":
             states[name] = "running"
             began[name] = moment
-        elif rest:
-            states[name] = "failed" if rest == "failed" else "done"
+        elif status:
+            states[name] = "failed" if status == "failed" else "done"
+            written = re.fullmatch(r"([\d,]+) rows", detail.strip())
+            if written:
+                rows[name] = int(written.group(1).replace(",", ""))
     known = [expected[s] for s in steps if s in expected]
     default = float(sorted(known)[len(known) // 2]) if known else 1.0
     weight = {s: max(expected.get(s, default), 0.1) for s in steps}
@@ -258,4 +270,6 @@ def run_view(
     remaining = None
     if expected:
         remaining = max(total - work_done, 0.0) / max(concurrency, 1.0)
-    return RunView(states, running, fraction, now - started_at, remaining, finished)
+    return RunView(
+        states, running, fraction, now - started_at, remaining, finished, sum(rows.values())
+    )

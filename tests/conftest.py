@@ -33,6 +33,31 @@ def lake_at(path: Path) -> Iterator[Path]:
             os.environ["SHOPLAKE_LAKE"] = previous
 
 
+# The files that take longest (each a few minutes of pipeline runs) go first, so that
+# under `make test`'s two workers (pytest-xdist, --dist loadfile) no long file starts
+# last while the other worker idles. Within a file the order is unchanged.
+LONGEST_FIRST = (
+    "test_incremental.py",
+    "test_pages.py",
+    "test_cluster.py",
+    "test_corpus.py",
+    "test_crash.py",
+    "test_pipeline.py",
+    "test_anomalies.py",
+    "test_sales_gold.py",
+    "test_live_crash.py",
+    "test_live.py",
+    "test_quality.py",
+    "test_import.py",
+    "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def spark():
     from pipeline.spark import get_spark

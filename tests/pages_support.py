@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / "Home.py"
 PAGE_FILES = {
@@ -97,6 +99,53 @@ def _ntile(values: pd.Series, ids: pd.Series, ascending: bool) -> np.ndarray:
     return np.where(rank < big, rank // (base + 1), extra + (rank - big) // max(base, 1)) + 1
 
 
+def _sales_rows(fact: pa.Table) -> tuple[list[dict], list[dict]]:
+    """Orders and lines as tests/reference.py's Sales functions take them (every order of
+    the synthetic lake has lines, so the fact table holds them all)."""
+    order_keys = ("order_id", "order_date", "country", "channel", "status")
+    line_keys = ("order_id", "product_id", "product_name", "category", "quantity")
+    line_keys += ("line_gross", "line_net", "line_cost")
+    rows = fact.select([*order_keys, *line_keys[1:]]).to_pylist()
+    orders = {r["order_id"]: {k: r[k] for k in order_keys} for r in rows}
+    return list(orders.values()), [{k: r[k] for k in line_keys} for r in rows]
+
+
+def sales_gold_tables(orders: list[dict], lines: list[dict]) -> dict[str, pa.Table]:
+    """gold.sales_cells, sales_orders and product_sales by tests/reference.py's reading of
+    the contract, as Arrow tables of the catalog's schemas (for delta-rs)."""
+    from tests import reference
+
+    cells = [
+        dict(zip(("order_date", "category", "country", "channel", "status"), k, strict=True))
+        | dict(v, is_revenue_bearing=k[4] in REVENUE)
+        for k, v in reference.sales_cells(orders, lines).items()
+    ]
+    per_order = [
+        dict(
+            zip(("order_date", "country", "channel", "status"), k[:4], strict=True),
+            categories=list(k[4]),
+            is_revenue_bearing=k[3] in REVENUE,
+            orders=n,
+        )
+        for k, n in reference.sales_orders(orders, lines).items()
+    ]
+    products = [
+        dict(zip(("order_date", "product_id", "country", "channel", "status"), k, strict=True)) | v
+        for k, v in reference.product_sales(orders, lines).items()
+    ]
+    out = {}
+    for name, table_rows in (
+        ("sales_cells", cells),
+        ("sales_orders", per_order),
+        ("product_sales", products),
+    ):
+        schema = catalog.arrow_schema("gold", name)
+        out[name] = pa.Table.from_pylist(
+            [{c: r.get(c) for c in schema.names} for r in table_rows], schema=schema
+        )
+    return out
+
+
 def write_synthetic_lake(lake: Path, orders: int = 5_000, seed: int = 7) -> dict[str, int]:
     """Write silver.fact_sales, silver.quarantine and the Gold tables for `orders` orders."""
     rng = np.random.default_rng(seed)
@@ -163,6 +212,8 @@ def write_synthetic_lake(lake: Path, orders: int = 5_000, seed: int = 7) -> dict
         }
     )
     _write(lake, "silver", "fact_sales", fact)
+    for table, data in sales_gold_tables(*_sales_rows(fact)).items():
+        _write(lake, "gold", table, data)
 
     # ---- gold.daily_sales (every line is valid here, so orders = orders with lines)
     lines = pd.DataFrame(
@@ -380,39 +431,10 @@ def write_synthetic_lake(lake: Path, orders: int = 5_000, seed: int = 7) -> dict
         },
     )
     ts_type = pa.timestamp("us", tz="UTC")
-    runs = pa.Table.from_pylist(
-        run_rows,
-        schema=pa.schema(
-            [
-                ("run_id", pa.string()),
-                ("step", pa.string()),
-                ("started_at", ts_type),
-                ("finished_at", ts_type),
-                ("status", pa.string()),
-                ("rows_in", pa.int64()),
-                ("rows_out", pa.int64()),
-                ("rows_quarantined", pa.int64()),
-                ("error", pa.string()),
-            ]
-        ),
-    )
+    # the runner's schemas (pipeline/catalog.py); reconciliation stays null here
+    runs = pa.Table.from_pylist(run_rows, schema=catalog.arrow_schema("gold", "pipeline_runs"))
     _write(lake, "gold", "pipeline_runs", runs)
-    dq = pa.Table.from_pylist(
-        dq_rows,
-        schema=pa.schema(
-            [
-                ("run_id", pa.string()),
-                ("layer", pa.string()),
-                ("table", pa.string()),
-                ("rule", pa.string()),
-                ("action", pa.string()),
-                ("rows_checked", pa.int64()),
-                ("rows_failed", pa.int64()),
-                ("pass_rate", pa.float64()),
-                ("checked_at", ts_type),
-            ]
-        ),
-    )
+    dq = pa.Table.from_pylist(dq_rows, schema=catalog.arrow_schema("gold", "dq_results"))
     _write(lake, "gold", "dq_results", dq)
     q_rules = [["valid_status"], ["order_id_present", "valid_status"], ["quantity_in_range"]]
     quarantine = pa.table(

@@ -244,6 +244,8 @@ def check(source: str, r: Record, now: dt.datetime, order_ids: set[str]) -> tupl
             customer_id=v["customer_id"].strip() if v["customer_id"] else None,
             order_ts=ts,
             status=status,
+            country=v["country"].strip().upper() if v["country"] is not None else None,
+            channel=v["channel"].strip().lower() if v["channel"] is not None else None,
         )
     elif source == "order_items":
         line_no, qty = _int(v["line_no"]), _int(v["quantity"])
@@ -293,6 +295,7 @@ def check(source: str, r: Record, now: dt.datetime, order_ids: set[str]) -> tupl
             category=(v["category"] or "").strip() or "Unknown",
             unit_cost=uc,  # None: the cost is unknown, not zero
             name=v["name"],
+            display_name=v["name"].strip() if v["name"] is not None else None,
         )
     if _out_of_range(updated, now):
         failed.append("updated_at_out_of_range")
@@ -557,3 +560,236 @@ def compute(landing: Path, now: dt.datetime | None = None) -> Expected:
         [days[day]["orders"] if day in days else 0 for day in calendar],
     )
     return Expected(refined, days, categories, rfm, anomalies)
+
+
+# --------------------------------------------------------------------------- the Sales page
+#
+# gold.sales_cells, gold.sales_orders and gold.product_sales (docs/contract.md §4), and
+# what the Sales page must show for a filter, computed here one order and one line at a
+# time from Silver-shaped rows: orders as dicts (order_id, order_date, country, channel,
+# status) and lines as dicts (order_id, product_id, product_name, category, quantity,
+# line_gross, line_net, line_cost; money as Decimal, line_cost None when unknown).
+
+
+def sales_rows(expected: Expected) -> tuple[list[dict], list[dict]]:
+    """The orders and the order lines of the refined records, as Silver holds them."""
+    products = {k[0]: p for k, p in expected.refined["products"].rows.items()}
+    orders = [
+        dict(
+            order_id=o["order_id"],
+            order_date=o["order_ts"].date(),
+            country=o["country"],
+            channel=o["channel"],
+            status=o["status"],
+        )
+        for o in (p for k, p in expected.refined["orders"].rows.items())
+    ]
+    lines = []
+    for item in expected.refined["order_items"].rows.values():
+        product = products.get(item["product_id"])
+        cost = product["unit_cost"] if product else None
+        gross, net, line_cost = line_amounts(
+            item["quantity"], item["unit_price"], item["discount_pct"], cost
+        )
+        lines.append(
+            dict(
+                order_id=item["order_id"],
+                product_id=item["product_id"],
+                product_name=(product or {}).get("display_name") or "Unknown product",
+                category=product["category"] if product else "Unknown",
+                quantity=item["quantity"],
+                line_gross=gross,
+                line_net=net,
+                line_cost=line_cost,
+            )
+        )
+    return orders, lines
+
+
+def _dim(value: str | None) -> str:
+    """A missing country or channel is selectable as `Unknown`."""
+    return "Unknown" if value is None else value
+
+
+def _add_money(acc: dict, line: dict, revenue: bool) -> None:
+    acc["lines"] = acc.get("lines", 0) + 1
+    if not revenue:
+        return
+    acc["units"] += line["quantity"]
+    acc["gross_revenue"] += line["line_gross"]
+    acc["net_revenue"] += line["line_net"]
+    if line["line_cost"] is not None:  # margin over the lines of known cost only
+        acc["cost"] = (acc["cost"] or Decimal(0)) + line["line_cost"]
+        acc["costed_net_revenue"] = (acc["costed_net_revenue"] or Decimal(0)) + line["line_net"]
+
+
+def _money_acc() -> dict:
+    return dict(
+        orders=set(),
+        units=0,
+        gross_revenue=Decimal(0),
+        net_revenue=Decimal(0),
+        cost=None,
+        costed_net_revenue=None,
+        lines=0,
+    )
+
+
+def sales_cells(orders: list[dict], lines: list[dict]) -> dict[tuple, dict]:
+    """(order_date, category, country, channel, status) -> the cell's sums."""
+    by_id = {o["order_id"]: o for o in orders}
+    cells: dict[tuple, dict] = {}
+    for line in lines:
+        o = by_id[line["order_id"]]
+        key = (o["order_date"], line["category"], _dim(o["country"]), _dim(o["channel"]))
+        c = cells.setdefault((*key, o["status"]), _money_acc())
+        c["orders"].add(o["order_id"])
+        _add_money(c, line, o["status"] in REVENUE)
+    for c in cells.values():
+        c["orders"] = len(c["orders"])
+    return cells
+
+
+def sales_orders(orders: list[dict], lines: list[dict]) -> dict[tuple, int]:
+    """(order_date, country, channel, status, sorted categories) -> orders."""
+    sets: dict[str, set[str]] = defaultdict(set)
+    for line in lines:
+        sets[line["order_id"]].add(line["category"])
+    out: dict[tuple, int] = defaultdict(int)
+    for o in orders:
+        categories = tuple(sorted(sets.get(o["order_id"], ())))
+        key = (o["order_date"], _dim(o["country"]), _dim(o["channel"]), o["status"], categories)
+        out[key] += 1
+    return dict(out)
+
+
+def product_sales(orders: list[dict], lines: list[dict]) -> dict[tuple, dict]:
+    """(order_date, product_id, country, channel, status) -> revenue-bearing line sums."""
+    by_id = {o["order_id"]: o for o in orders}
+    out: dict[tuple, dict] = {}
+    for line in lines:
+        o = by_id[line["order_id"]]
+        if o["status"] not in REVENUE:
+            continue
+        key = (o["order_date"], line["product_id"], _dim(o["country"]), _dim(o["channel"]))
+        p = out.setdefault((*key, o["status"]), _money_acc())
+        p.update(product_name=line["product_name"], category=line["category"])
+        p["orders"].add(o["order_id"])
+        _add_money(p, line, True)
+    for p in out.values():
+        p["orders"] = len(p["orders"])
+    return out
+
+
+def _margin(acc: dict) -> Decimal | None:
+    if acc["cost"] is None:
+        return None
+    return acc["costed_net_revenue"] - acc["cost"]
+
+
+def sales_view(
+    orders: list[dict],
+    lines: list[dict],
+    start: dt.date,
+    end: dt.date,
+    categories: tuple[str, ...] = (),
+    countries: tuple[str, ...] = (),
+    channels: tuple[str, ...] = (),
+    statuses: tuple[str, ...] = (),
+) -> dict:
+    """What the Sales page shows for a filter, straight from orders and lines.
+
+    An order is in the filter when its date, country, channel and status are,
+    and (with a category filter) it has a line in a chosen category; its lines
+    in the chosen categories are the filter's lines. Orders, money and
+    breakdowns count revenue-bearing orders; cancelled and returned count the
+    orders of those statuses.
+    """
+    lines_of: dict[str, list[dict]] = defaultdict(list)
+    for line in lines:
+        lines_of[line["order_id"]].append(line)
+    total = _money_acc()
+    cancelled_returned = 0
+    days: dict[dt.date, dict] = {}
+    groups: dict[str, dict[str, dict]] = {"category": {}, "country": {}, "channel": {}}
+    products: dict[str, dict] = {}
+    months: dict[tuple[dt.date, str], dict] = {}
+    for o in orders:
+        if not start <= o["order_date"] <= end:
+            continue
+        if countries and _dim(o["country"]) not in countries:
+            continue
+        if channels and _dim(o["channel"]) not in channels:
+            continue
+        if statuses and o["status"] not in statuses:
+            continue
+        chosen = [
+            ln for ln in lines_of[o["order_id"]] if not categories or ln["category"] in categories
+        ]
+        if categories and not chosen:
+            continue
+        day = days.setdefault(o["order_date"], dict(_money_acc(), cancelled_returned=0))
+        if o["status"] in ("cancelled", "returned"):
+            cancelled_returned += 1
+            day["cancelled_returned"] += 1
+        if o["status"] not in REVENUE:
+            continue
+        for acc in (total, day):
+            acc["orders"].add(o["order_id"])
+        for dimension, value in (("country", o["country"]), ("channel", o["channel"])):
+            acc = groups[dimension].setdefault(_dim(value), _money_acc())
+            acc["orders"].add(o["order_id"])
+        for line in chosen:
+            for acc in (
+                total,
+                day,
+                groups["country"][_dim(o["country"])],
+                groups["channel"][_dim(o["channel"])],
+                groups["category"].setdefault(line["category"], _money_acc()),
+                products.setdefault(
+                    line["product_id"], dict(_money_acc(), product_name=line["product_name"])
+                ),
+                months.setdefault((o["order_date"].replace(day=1), line["category"]), _money_acc()),
+            ):
+                acc["orders"].add(o["order_id"])
+                _add_money(acc, line, True)
+
+    def summary(acc: dict) -> dict:
+        return dict(
+            orders=len(acc["orders"]),
+            units=acc["units"],
+            gross_revenue=acc["gross_revenue"],
+            net_revenue=acc["net_revenue"],
+            gross_margin=_margin(acc),
+        )
+
+    month_total: dict[dt.date, Decimal] = defaultdict(Decimal)
+    for (month, _), acc in months.items():
+        month_total[month] += acc["net_revenue"]
+    top = sorted(
+        (p for p in products.items() if p[1]["units"] > 0),
+        key=lambda p: (-p[1]["net_revenue"], p[0]),
+    )
+    return dict(
+        kpis=dict(summary(total), cancelled_returned=cancelled_returned),
+        daily={
+            d: dict(summary(acc), cancelled_returned=acc["cancelled_returned"])
+            for d, acc in days.items()
+        },
+        groups={
+            dimension: {name: summary(acc) for name, acc in accs.items()}
+            for dimension, accs in groups.items()
+        },
+        top_products=[
+            dict(summary(acc), product_id=pid, product_name=acc["product_name"]) for pid, acc in top
+        ],
+        months={
+            key: dict(
+                summary(acc),
+                revenue_share=float(acc["net_revenue"] / month_total[key[0]])
+                if month_total[key[0]]
+                else 0.0,
+            )
+            for key, acc in months.items()
+        },
+    )

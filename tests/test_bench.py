@@ -13,9 +13,9 @@ from pyspark.sql import functions as F
 
 from pipeline import lake
 from pipeline.bench import harness
-from pipeline.bench.duckdb_baseline import compare, run_baseline
+from pipeline.bench.duckdb_baseline import GOLD_TABLES, compare, run_baseline
 
-GOLD = ("daily_sales", "category_sales", "customer_rfm", "revenue_anomalies")
+GOLD = GOLD_TABLES  # the catalog's Gold tables that the baseline defines
 
 
 @pytest.fixture(scope="module")

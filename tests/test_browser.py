@@ -9,11 +9,13 @@ Gold. Screenshots land in tests/artifacts/screenshots/ for a human look.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -56,11 +58,11 @@ def browser_lake(populated_lake: Path) -> Path:
     return populated_lake
 
 
-@pytest.fixture(scope="module")
-def app_url(browser_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def serve(lake: Path, log_path: Path) -> Iterator[str]:
+    """`streamlit run Home.py` on ``lake``, on a free localhost port, until the block ends."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "SHOPLAKE_LAKE": str(browser_lake), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "SHOPLAKE_LAKE": str(lake), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [
@@ -106,6 +108,12 @@ def app_url(browser_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 proc.wait(5)
     server_log = log_path.read_text()
     assert "Traceback" not in server_log, server_log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def app_url(browser_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve(browser_lake, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +237,35 @@ def test_sidebar_navigation_in_chromium(browser: object, app_url: str, browser_l
         assert_no_error(page, "Pipeline")
     finally:
         context.close()
+
+
+def test_a_run_shows_progress_with_the_history_still_on_the_page(
+    browser: object, populated_lake: Path, tmp_path: Path
+) -> None:
+    """Issue 16.7: while a run executes, the progress box (steps, rows so far, %) and the
+    history below it are both on the page; when it ends the new run is in the history."""
+    lake = tmp_path / "lake"
+    shutil.copytree(populated_lake, lake)
+    runs_before = DeltaTable(str(lake / "gold" / "pipeline_runs")).to_pandas()["run_id"].nunique()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with serve(lake, tmp_path / "server.log") as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 2400})
+        page = context.new_page()
+        try:
+            page.goto(f"{url}/Pipeline", wait_until="domcontentloaded")
+            settle(page, "Pipeline")
+            page.get_by_role("button", name="Run Gold").click()
+            box = page.get_by_text("steps done").first
+            box.wait_for(timeout=120_000)
+            # mid-run: the history's heading and its run count are drawn under the box
+            assert page.get_by_role("heading", name="History", exact=True).is_visible()
+            runs_card = page.locator('[data-testid="stMetric"]').filter(has_text="Runs").first
+            assert runs_card.is_visible()
+            page.get_by_text("rows written so far").first.wait_for(timeout=120_000)
+            page.screenshot(path=str(SHOTS / "pipeline_during_a_run.png"), full_page=True)
+            page.get_by_text("succeeded:").first.wait_for(timeout=300_000)
+            settle(page, "Pipeline")
+            assert_no_error(page, "Pipeline")
+            assert metric_value(page, "Runs") == f"{runs_before + 1:,}"
+        finally:
+            context.close()

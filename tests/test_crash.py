@@ -31,6 +31,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
+from pipeline import catalog
 from pipeline.read import delta_arrow
 from pipeline.runner import RunResult, run
 from pipeline.sources.generate import generate
@@ -45,13 +46,7 @@ KILL_POINTS = [
 ]
 SUBPROCESS_SECONDS = 900
 # Run bookkeeping, compared separately below; and the values that name the moment of ingestion.
-BOOKKEEPING = {
-    "bronze/_ingested_files",
-    "silver/_refine_state",
-    "silver/_touched_keys",
-    "gold/pipeline_runs",
-    "gold/dq_results",
-}
+BOOKKEEPING = {f"{t.layer}/{t.name}" for t in catalog.tables(kind=("bookkeeping", "history"))}
 VOLATILE = {"_ingested_at", "_record_id", "ingested_at", "quarantined_at", "record_id", "_row_hash"}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline import catalog
 from tests.live_support import (
     assert_exact,
     expected_minutes,
@@ -26,6 +27,7 @@ from tests.live_support import (
     table_rows,
     wait_for,
 )
+from tests.test_catalog import assert_written_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -309,6 +311,8 @@ def test_file_drop_source_is_exact(spark, empty_lake: Path) -> None:
         malformed=first.malformed_total + second.malformed_total,
         duplicates=first.duplicates + second.duplicates,
     )
+    live = [t.ref for t in catalog.tables(kind="live") if t.name != "live_alerts"]  # none fired
+    assert_written_columns(empty_lake, [*live, "silver.quarantine", "gold.dq_results"])
 
 
 def test_cli_verbs(

@@ -28,6 +28,7 @@ import pytest
 from deltalake import DeltaTable
 from streamlit.testing.v1 import AppTest
 
+from pipeline import read
 from pipeline.read import delta_arrow
 from tests.pages_support import (
     HOME,
@@ -37,7 +38,7 @@ from tests.pages_support import (
     write_synthetic_lake,
 )
 
-PAGE_TIMEOUT = 120  # seconds: the first Sales render builds the cube
+PAGE_TIMEOUT = 120  # seconds: generous for a loaded 2-core machine
 COUNT_COLUMNS = [
     "rows_in",
     "rows_out",
@@ -228,6 +229,19 @@ def test_sales_filters_apply_exactly(point_lake, pages_synthetic_lake: Path) -> 
     per_category = next(d.value for d in at.dataframe if "margin_pct" in d.value.columns)
     for row in per_category.itertuples():
         assert row.orders == both[both["category"] == row.category]["order_id"].nunique()
+
+    # a status: only delivered orders' revenue; no cancelled or returned order among them
+    at.multiselect(key="f_status").set_value(["delivered"]).run()
+    assert_clean(at)
+    delivered = both[both["status"] == "delivered"]
+    assert metric(at, "Orders") == f"{delivered['order_id'].nunique():,}"
+    assert metric(at, "Net revenue") == money(delivered["line_net"].sum())
+    assert metric(at, "Cancelled + returned") == "0"
+    top = next(d.value for d in at.dataframe if "product_name" in d.value.columns)
+    per_product = delivered.groupby("product_id")["line_net"].sum()
+    for row in top.itertuples():
+        assert money(row.net_revenue) == money(per_product[row.product_id])
+    assert money(top["net_revenue"].iloc[0]) == money(per_product.max())
 
 
 def test_sales_category_totals_equal_gold_category_sales(
@@ -659,6 +673,152 @@ def test_quality_page_with_one_run_and_a_long_record(point_lake, tmp_path: Path)
     assert sample["Record key"].tolist() == ["—"]
 
 
+# ------------------------------------------------------------------------------------ quarantine
+
+
+def _raw(key: str) -> str:
+    """A quarantined record as it arrived (2 kB): the column no query may read for every row."""
+    return '{"key": "' + key + '", "note": "' + "x" * 2000 + '"}'
+
+
+def _quarantine_lake(root: Path) -> Path:
+    """A hand-made silver.quarantine in two commits (two files), plus one run's dq_results."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    now = pd.Timestamp("2025-07-01 08:00", tz="UTC").to_pydatetime()
+    ts = pa.timestamp("us", tz="UTC")
+    commits = [
+        [
+            ("orders", "O1", ["unknown_status"]),
+            ("orders", "O2", ["missing_key", "unknown_status"]),
+            ("order_items", "I1", ["orphan_item"]),
+        ],
+        [
+            ("orders", "O3", ["unknown_status", "missing_key"]),
+            ("order_items", "I2", ["orphan_item", "unknown_status"]),
+        ],
+    ]
+    for rows in commits:
+        part = pa.table(
+            {
+                "source_table": [r[0] for r in rows],
+                "record_key": [r[1] for r in rows],
+                "rules": pa.array([r[2] for r in rows], pa.list_(pa.string())),
+                "raw_record": [_raw(r[1]) for r in rows],
+                "batch_id": ["batch-000001"] * len(rows),
+                "quarantined_at": pa.array([now] * len(rows), ts),
+            }
+        )
+        write_deltalake(str(root / "silver" / "quarantine"), part, mode="append")
+    dq = pd.DataFrame(
+        {
+            "run_id": ["r1"],
+            "layer": ["silver"],
+            "table": ["orders"],
+            "rule": ["unknown_status"],
+            "action": ["quarantine"],
+            "rows_checked": [100],
+            "rows_failed": [3],
+            "pass_rate": [0.97],
+            "checked_at": [pd.Timestamp(now)],
+        }
+    )
+    write_deltalake(str(root / "gold" / "dq_results"), pa.Table.from_pandas(dq))
+    return root
+
+
+def test_quarantine_sample_query_returns_the_rules_records(point_lake, tmp_path: Path) -> None:
+    """The LIMITed sample query picks exactly the records that carry the rule, whole."""
+    from pipeline import read
+
+    _quarantine_lake(point_lake(tmp_path / "lake"))
+    columns = list(read.TABLES["silver"]["quarantine"])
+    orders = read.quarantine_samples("unknown_status", "orders", limit=10)
+    assert list(orders.columns) == columns
+    assert sorted(orders["record_key"]) == ["O1", "O2", "O3"]
+    rules = dict(zip(orders["record_key"], orders["rules"], strict=True))
+    assert rules == {
+        "O1": "unknown_status",
+        "O2": "missing_key, unknown_status",
+        "O3": "unknown_status, missing_key",
+    }
+    whole = dict(zip(orders["record_key"], orders["raw_record"], strict=True))
+    assert whole == {k: _raw(k) for k in ("O1", "O2", "O3")}  # verbatim, whole
+    assert set(orders["source_table"]) == {"orders"}
+    assert str(orders["quarantined_at"].dtype) == "datetime64[us, UTC]"
+    every_source = read.quarantine_samples("unknown_status", limit=10)
+    assert sorted(every_source["record_key"]) == ["I2", "O1", "O2", "O3"]
+    two = read.quarantine_samples("unknown_status", limit=2)
+    assert len(two) == 2 and set(two["record_key"]) <= {"I2", "O1", "O2", "O3"}
+    assert read.quarantine_samples("missing_key", "order_items").empty
+    quoted = read.quarantine_samples("it's'; DROP TABLE q; --", "orders")
+    assert quoted.empty and list(quoted.columns) == columns
+
+
+def test_quarantine_counts_are_queries_never_a_loaded_table(
+    point_lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts and samples take no table: they query the lake's; the page never loads it whole."""
+    import inspect
+
+    from pipeline import read
+
+    _quarantine_lake(point_lake(tmp_path / "lake"))
+    assert list(inspect.signature(read.quarantine_rule_counts).parameters) == []
+    assert list(inspect.signature(read.quarantine_samples).parameters) == [
+        "rule",
+        "source_table",
+        "limit",
+    ]
+
+    def refuse(name: str, original, target):
+        """`original`, failing the test when called on silver.quarantine."""
+
+        def guarded(*args, **kwargs):
+            assert not target(args), f"{name} loaded silver.quarantine whole"
+            return original(*args, **kwargs)
+
+        return guarded
+
+    def is_path(value: object) -> bool:
+        return str(value).rstrip("/").endswith("silver/quarantine")
+
+    loaders = {
+        "read_arrow": lambda args: tuple(args[:2]) == ("silver", "quarantine"),
+        "delta_arrow": lambda args: bool(args) and is_path(args[0]),
+    }
+    for name, target in loaders.items():
+        monkeypatch.setattr(read, name, refuse(name, getattr(read, name), target))
+
+    def on_table(args: tuple) -> bool:
+        return is_path(args[0].table_uri)
+
+    for method in ("to_pyarrow_table", "to_pyarrow_dataset", "to_pandas"):
+        original = getattr(DeltaTable, method)
+        monkeypatch.setattr(DeltaTable, method, refuse(method, original, on_table))
+
+    counts = read.quarantine_rule_counts()
+    assert list(counts.itertuples(index=False, name=None)) == [
+        ("orders", "unknown_status", 3),
+        ("order_items", "orphan_item", 2),  # a tie: by source table, then rule
+        ("orders", "missing_key", 2),
+        ("order_items", "unknown_status", 1),
+    ]
+    at = open_page("quality")
+    assert_clean(at)
+    box = at.selectbox(key="sample_rule")
+    assert box.options == [
+        "orders · unknown_status (3 records)",
+        "order items · orphan_item (2 records)",
+        "orders · missing_key (2 records)",
+        "order items · unknown_status (1 records)",
+    ]
+    sample = next(d.value for d in at.dataframe if "Rules failed" in d.value.columns)
+    assert sorted(sample["Record key"]) == ["O1", "O2", "O3"]
+    assert len(at.code[0].value.splitlines()) == 3
+
+
 # ------------------------------------------------------------------------------------ issue 16
 
 
@@ -888,7 +1048,7 @@ def test_run_progress_in_the_users_terms() -> None:
     assert concurrency == pytest.approx(60 / 40)
     events = [
         (100.0, "bronze.orders ...", 0.0),
-        (110.0, "bronze.orders succeeded", 1 / 3),
+        (110.0, "bronze.orders succeeded · 11,600 rows", 1 / 3),
         (110.0, "silver.orders ...", 1 / 3),
         (110.0, "silver.customers ...", 1 / 3),
     ]
@@ -901,6 +1061,7 @@ def test_run_progress_in_the_users_terms() -> None:
     text = view.headline()
     assert "Running silver.customers, silver.orders" in text and "1/3 steps done" in text
     assert "50 %" in text and "20 s elapsed" in text and "about 20 s left" in text
+    assert view.rows_written == 11_600 and "11,600 rows written so far" in text
 
 
 def test_generate_page_shows_the_lakes_settings(point_lake, tmp_path: Path) -> None:
@@ -928,7 +1089,25 @@ def test_home_explains_silver_rows_and_filters_mean_all_when_empty(
     at = open_page("home")
     assert "dimensional model" in " ".join(c.value for c in at.caption)
     at = open_page("sales")
-    for key in ("f_category", "f_country", "f_channel"):
+    for key in ("f_category", "f_country", "f_channel", "f_status"):
         box = at.multiselect(key=key)
         assert box.proto.select_all == 0 and box.value == []
         assert box.placeholder.startswith("All")
+
+
+def test_sales_tables_are_read_ahead_once_per_version(
+    point_lake, pages_synthetic_lake: Path
+) -> None:
+    """The Sales page's first visit after a run finds its Gold tables read (1M orders: ~4 s)."""
+    point_lake(pages_synthetic_lake)
+    read._sales_cache.clear()
+    read.prefetch_sales()
+    deadline = time.monotonic() + 60
+    while read.sales_key() not in read._sales_cache:
+        assert time.monotonic() < deadline, "the sales tables were not read ahead"
+        time.sleep(0.05)
+    ahead = read._sales_cache[read.sales_key()]
+    assert read.sales_gold() is ahead and read.sales_gold() is ahead
+    at = open_page("sales")
+    assert_clean(at)
+    assert read._sales_cache[read.sales_key()] is ahead  # the page used it, no second read

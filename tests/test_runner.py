@@ -37,3 +37,27 @@ def test_a_cycle_is_refused() -> None:
     b = Step("x.b", "x", ("x.a",), ("x.b",), _noop)
     with pytest.raises(ValueError, match="cycle"):
         dependencies([a, b])
+
+
+def test_code_generation_follows_the_lakes_size(tmp_path, monkeypatch) -> None:
+    """Whole-stage codegen is off on a small lake, on from SMALL_LAKE_BYTES, and can be forced."""
+    from pipeline.runner import SMALL_LAKE_BYTES, landing_bytes, whole_stage_codegen
+
+    monkeypatch.setenv("SHOPLAKE_LAKE", str(tmp_path))
+    monkeypatch.delenv("SHOPLAKE_CODEGEN", raising=False)
+    monkeypatch.delenv("SHOPLAKE_SPARK_CONF", raising=False)
+    orders = tmp_path / "landing" / "orders"
+    orders.mkdir(parents=True)
+    (orders / "batch-000001.csv").write_bytes(b"x" * 1000)
+    (orders / "_manifest.json").write_bytes(b"y" * 500)  # not data
+    assert landing_bytes() == 1000
+    assert whole_stage_codegen() is False
+    assert whole_stage_codegen(landing=SMALL_LAKE_BYTES) is True
+    monkeypatch.setenv("SHOPLAKE_CODEGEN", "on")
+    assert whole_stage_codegen() is True
+    monkeypatch.setenv("SHOPLAKE_CODEGEN", "auto")
+    monkeypatch.setenv("SHOPLAKE_SPARK_CONF", "spark.sql.codegen.wholeStage=true")
+    assert whole_stage_codegen() is True
+    monkeypatch.setenv("SHOPLAKE_CODEGEN", "sometimes")
+    with pytest.raises(ValueError, match="SHOPLAKE_CODEGEN"):
+        whole_stage_codegen()

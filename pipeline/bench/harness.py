@@ -59,7 +59,6 @@ REPORT = PROJECT_ROOT / "BENCHMARKS.md"
 BEFORE = RESULTS_DIR / "before-run-cost.json"  # the small-lake figures before the run-cost work
 SCRIPTS = PROJECT_ROOT / "scripts"
 LAYERS = ("bronze", "silver", "gold")
-COMPARED = ("daily_sales", "category_sales", "customer_rfm", "revenue_anomalies")
 
 REQUIRED_KEYS = (
     "session_start_seconds",
@@ -588,10 +587,15 @@ def _spark_gold(lake: Path, tables: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def check_equal(lake: Path, duck_tables_file: Path, tables: Sequence[str] = COMPARED) -> dict:
-    """Spark's Gold (read with delta-rs) against the DuckDB baseline's, table by table."""
-    from pipeline.bench.duckdb_baseline import compare
+def check_equal(lake: Path, duck_tables_file: Path, tables: Sequence[str] = ()) -> dict:
+    """Spark's Gold (read with delta-rs) against the DuckDB baseline's, table by table.
 
+    By default every Gold table the baseline defines (``duckdb_baseline.GOLD_TABLES``,
+    named by pipeline/catalog.py).
+    """
+    from pipeline.bench.duckdb_baseline import GOLD_TABLES, compare
+
+    tables = tuple(tables) or GOLD_TABLES
     try:
         with open(duck_tables_file, "rb") as handle:
             duck = pickle.load(handle)
@@ -1600,7 +1604,9 @@ def render_markdown(r: dict) -> str:
                 f"Script time per page (Streamlit AppTest, median rerun after a warm-up) on the "
                 f"{pages.get('lake_orders') or 0:,}-order lake: "
                 + ", ".join(f"{k} {v:.2f} s" for k, v in per_page.items())
-                + ".",
+                + ". Peak memory of that process, which visits every page (Python only: "
+                "the pages read Gold with delta-rs, no JVM): "
+                f"{_fmt(pages.get('peak_memory_gb'), ' GB', 2)}.",
             ]
     stream = (r.get("stream") or {}).get("result")
     if isinstance(stream, dict):

@@ -1,5 +1,7 @@
 """Bronze: land each new file once, as raw strings, with where it came from.
 
+Long (~530 lines): the three file formats' readers and the ingest log they share.
+
 The ingest log (``bronze._ingested_files``) remembers which files were read,
 so a daily run costs the new batch, not the history. A file is recorded in
 the log only after its rows are committed; a crash in between is repaired on
@@ -56,7 +58,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline import lake, storage
+from pipeline import catalog, lake, storage
 from pipeline.config import settings
 from pipeline.contract import SOURCES, Source
 
@@ -68,23 +70,7 @@ OTHER_COMPRESSION = (".zip", ".bz2", ".xz", ".zst", ".lz4", ".snappy", ".7z", ".
 REPLACEMENT_CHAR = "\ufffd"  # what undecodable bytes become
 _GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
 
-LOG_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType()),
-        T.StructField("file", T.StringType()),
-        T.StructField("batch_id", T.StringType()),
-        T.StructField("size_bytes", T.LongType()),
-        T.StructField("modified_at", T.TimestampType()),
-        T.StructField("rows", T.LongType()),
-        T.StructField("unparseable_rows", T.LongType()),
-        T.StructField("missing_columns", T.ArrayType(T.StringType())),
-        T.StructField("extra_columns", T.ArrayType(T.StringType())),
-        T.StructField("status", T.StringType()),
-        T.StructField("error", T.StringType()),
-        T.StructField("run_id", T.StringType()),
-        T.StructField("ingested_at", T.TimestampType()),
-    ]
-)
+LOG_SCHEMA = catalog.spark_schema("bronze", "_ingested_files")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from pipeline import catalog
 from pipeline.bronze.ingest import ingest_source
 from pipeline.contract import SOURCES
 from pipeline.quality.expectations import RuleCount
@@ -28,6 +29,12 @@ def _run(source: str, ctx: Context) -> StepOutcome:
 
 
 STEPS = [
-    Step(f"bronze.{name}", "bronze", (f"landing/{name}",), (f"bronze.{name}",), partial(_run, name))
+    Step(
+        f"bronze.{name}",
+        "bronze",
+        (f"landing/{name}",),
+        catalog.outputs_of(f"bronze.{name}"),
+        partial(_run, name),
+    )
     for name in SOURCES
 ]

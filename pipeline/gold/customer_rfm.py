@@ -10,21 +10,12 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from pipeline import catalog
 from pipeline.silver.normalise import REVENUE_STATUSES
 
-# (segment, r scores, f scores): docs/contract.md §5's table, the only copy in code.
-SEGMENTS: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = [
-    ("champions", (5,), (4, 5)),
-    ("loyal", (3, 4), (4, 5)),
-    ("potential_loyalists", (4, 5), (2, 3)),
-    ("new_customers", (5,), (1,)),
-    ("promising", (4,), (1,)),
-    ("need_attention", (3,), (3,)),
-    ("about_to_sleep", (3,), (1, 2)),
-    ("cant_lose", (1, 2), (5,)),
-    ("at_risk", (1, 2), (3, 4)),
-    ("hibernating", (1, 2), (1, 2)),
-]
+# (segment, r scores, f scores): docs/contract.md §5's table, declared with the table's
+# columns in pipeline/catalog.py (the pages read the names from there too).
+SEGMENTS = catalog.RFM_SEGMENTS
 
 
 def segment(r: Column, f: Column) -> Column:
@@ -70,15 +61,5 @@ def build(orders: DataFrame, fact_sales: DataFrame) -> DataFrame:
         F.ntile(5).over(by_frequency).alias("f_score"),
         F.ntile(5).over(by_monetary).alias("m_score"),
     )
-    return scored.select(
-        "customer_id",
-        "last_order_date",
-        "recency_days",
-        "frequency",
-        "monetary",
-        "r_score",
-        "f_score",
-        "m_score",
-        segment(F.col("r_score"), F.col("f_score")).alias("rfm_segment"),
-        "as_of_date",
-    )
+    segmented = scored.select("*", segment(F.col("r_score"), F.col("f_score")).alias("rfm_segment"))
+    return segmented.select(*[F.col(c) for c in catalog.columns("gold", "customer_rfm")])

@@ -60,6 +60,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
+from pipeline import catalog
+
 WEEKS = 8
 MIN_WEEKS = 4
 UNIT_DAYS = 28
@@ -186,13 +188,9 @@ def build(daily_sales: DataFrame) -> DataFrame:
     )
     spike = F.col("net_revenue") > F.col("upper_bound")
     drop = F.col("net_revenue") < F.col("lower_bound")
-    return scored.select(
-        "order_date",
-        "net_revenue",
-        "expected_revenue",
-        "lower_bound",
-        "upper_bound",
-        "score",
+    flagged = scored.select(
+        "*",
         F.coalesce(spike | drop, F.lit(False)).alias("is_anomaly"),
         F.when(spike, F.lit("spike")).when(drop, F.lit("drop")).alias("direction"),
     )
+    return flagged.select(*[F.col(c) for c in catalog.columns("gold", "revenue_anomalies")])

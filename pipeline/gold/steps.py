@@ -6,8 +6,14 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline import lake
-from pipeline.gold import category_sales, customer_rfm, daily_sales, revenue_anomalies
+from pipeline import catalog, lake
+from pipeline.gold import (
+    category_sales,
+    customer_rfm,
+    daily_sales,
+    revenue_anomalies,
+    sales_cells,
+)
 from pipeline.quality.expectations import RuleCount
 from pipeline.registry import Context, Step, StepOutcome, raise_on_fail
 
@@ -55,16 +61,29 @@ def _silver(ctx: Context, table: str) -> DataFrame:
     return lake.read(ctx.spark, "silver", table)
 
 
+def silver_net_revenue(ctx: Context) -> object:
+    """Silver's revenue-bearing net revenue, which each revenue table must sum to.
+
+    silver.fact_sales' step leaves it on the context (one aggregation it runs
+    anyway); a Gold run on its own counts it once (``Context.silver_net_revenue``).
+    """
+    with ctx.lock:
+        if ctx.silver_net_revenue is None:
+            fact = _silver(ctx, "fact_sales")
+            total = fact.filter(F.col("is_revenue_bearing")).agg(F.sum("line_net")).first()[0]
+            ctx.silver_net_revenue = total or 0
+        return ctx.silver_net_revenue
+
+
 def run_daily_sales(ctx: Context) -> StepOutcome:
     orders = _silver(ctx, "orders")
     fact = _silver(ctx, "fact_sales")
-    silver_total = fact.filter(F.col("is_revenue_bearing")).agg(F.sum("line_net")).first()[0]
     return _publish(
         "daily_sales",
         daily_sales.build(orders, fact),
         ["order_date"],
         lake.row_count(ctx.spark, "silver", "orders"),
-        reconcile_with=silver_total or 0,
+        reconcile_with=silver_net_revenue(ctx),
     )
 
 
@@ -87,33 +106,89 @@ def run_revenue_anomalies(ctx: Context) -> StepOutcome:
     return _publish("revenue_anomalies", revenue_anomalies.build(daily), ["order_date"], rows_in)
 
 
+def run_sales_cells(ctx: Context) -> StepOutcome:
+    """The Sales page's cells (pipeline/gold/sales_cells.py); their revenue is Silver's."""
+    fact = _silver(ctx, "fact_sales")
+    return _publish(
+        "sales_cells",
+        sales_cells.build_cells(fact),
+        sales_cells.CELL_GRAIN,
+        lake.row_count(ctx.spark, "silver", "fact_sales"),
+        reconcile_with=silver_net_revenue(ctx),
+    )
+
+
+def run_sales_orders(ctx: Context) -> StepOutcome:
+    """Orders by category set: exact distinct order counts for any category filter."""
+    orders = _silver(ctx, "orders")
+    fact = _silver(ctx, "fact_sales")
+    return _publish(
+        "sales_orders",
+        sales_cells.build_orders(orders, fact),
+        sales_cells.ORDER_GRAIN,
+        lake.row_count(ctx.spark, "silver", "orders"),
+    )
+
+
+def run_product_sales(ctx: Context) -> StepOutcome:
+    fact = _silver(ctx, "fact_sales")
+    return _publish(
+        "product_sales",
+        sales_cells.build_products(fact),
+        sales_cells.PRODUCT_GRAIN,
+        lake.row_count(ctx.spark, "silver", "fact_sales"),
+        reconcile_with=silver_net_revenue(ctx),
+    )
+
+
 STEPS = [
     Step(
         "gold.daily_sales",
         "gold",
-        ("silver.orders", "silver.fact_sales"),
-        ("gold.daily_sales",),
+        catalog.refs("silver.orders", "silver.fact_sales"),
+        catalog.outputs_of("gold.daily_sales"),
         run_daily_sales,
     ),
     Step(
         "gold.category_sales",
         "gold",
-        ("silver.fact_sales",),
-        ("gold.category_sales",),
+        catalog.refs("silver.fact_sales"),
+        catalog.outputs_of("gold.category_sales"),
         run_category_sales,
     ),
     Step(
         "gold.customer_rfm",
         "gold",
-        ("silver.orders", "silver.fact_sales"),
-        ("gold.customer_rfm",),
+        catalog.refs("silver.orders", "silver.fact_sales"),
+        catalog.outputs_of("gold.customer_rfm"),
         run_customer_rfm,
     ),
     Step(
         "gold.revenue_anomalies",
         "gold",
-        ("gold.daily_sales",),
-        ("gold.revenue_anomalies",),
+        catalog.refs("gold.daily_sales"),
+        catalog.outputs_of("gold.revenue_anomalies"),
         run_revenue_anomalies,
+    ),
+    Step(
+        "gold.sales_cells",
+        "gold",
+        catalog.refs("silver.fact_sales"),
+        catalog.outputs_of("gold.sales_cells"),
+        run_sales_cells,
+    ),
+    Step(
+        "gold.sales_orders",
+        "gold",
+        catalog.refs("silver.orders", "silver.fact_sales"),
+        catalog.outputs_of("gold.sales_orders"),
+        run_sales_orders,
+    ),
+    Step(
+        "gold.product_sales",
+        "gold",
+        catalog.refs("silver.fact_sales"),
+        catalog.outputs_of("gold.product_sales"),
+        run_product_sales,
     ),
 ]

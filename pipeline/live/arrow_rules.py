@@ -13,6 +13,7 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import catalog
 from pipeline.live.plan import EVENT_PREFIX, RULE_COLUMNS
 from pipeline.quality.expectations import (
     FAIL_RULES,
@@ -23,19 +24,7 @@ from pipeline.quality.expectations import (
 )
 
 UTC_TS = pa.timestamp("us", tz="UTC")
-DQ_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("layer", pa.string()),
-        ("table", pa.string()),
-        ("rule", pa.string()),
-        ("action", pa.string()),
-        ("rows_checked", pa.int64()),
-        ("rows_failed", pa.int64()),
-        ("pass_rate", pa.float64()),
-        ("checked_at", UTC_TS),
-    ]
-)
+DQ_SCHEMA = catalog.arrow_schema("gold", "dq_results")  # the runner writes the same (catalog)
 
 
 def unprefixed(frame: pa.Table, prefix: str) -> pa.Table:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import re
 
+from pipeline import catalog
 from pipeline.config import settings
 from pipeline.live.errors import StreamError
 
 SOURCES = ("kafka", "files")
 
-BRONZE = ("bronze", "order_events")
-STORE = ("silver", "order_events")
-QUARANTINE = ("silver", "quarantine")
-DQ = ("gold", "dq_results")
-GOLD = ("gold", "live_sales_minute")
-ALERTS = ("gold", "live_alerts")
+# The live query's tables, by role (declared in pipeline/catalog.py: a misspelt one fails here).
+BRONZE = catalog.table("bronze", "order_events").key
+STORE = catalog.table("silver", "order_events").key
+QUARANTINE = catalog.table("silver", "quarantine").key
+DQ = catalog.table("gold", "dq_results").key
+GOLD = catalog.table("gold", "live_sales_minute").key
+ALERTS = catalog.table("gold", "live_alerts").key
 TABLES = {
     "bronze": BRONZE,
     "store": STORE,

@@ -15,6 +15,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipeline import catalog
 from pipeline.live import events as ev
 from pipeline.live.kafka_source import RAW_COLUMNS
 from pipeline.quality.expectations import (
@@ -80,7 +81,7 @@ def quarantine_rows(quarantined: DataFrame) -> DataFrame:
     return quarantined.select(*[c.alias(name) for name, c in quarantine_columns().items()])
 
 
-BRONZE_COLUMNS = [*RAW_COLUMNS, "event_id", "_record_id", "_batch_id", "_ingested_at"]
+BRONZE_COLUMNS = list(catalog.columns("bronze", "order_events"))  # RAW_COLUMNS, event_id, lineage
 QUARANTINE_PREFIX = "_q_"
 EVENT_PREFIX = "_e_"
 LINEAGE_COLUMNS = ["_record_id", "_batch_id", "_ingested_at"]

@@ -68,6 +68,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline import catalog
 from pipeline.live import events as ev
 from pipeline.live import hooks
 from pipeline.live.arrow_rules import (
@@ -113,8 +114,8 @@ STATE_SCHEMA = pa.schema(
         ("updated_at", UTC_TS),
     ]
 )
-GOLD_COLUMNS = ["window_start", "window_end", "orders", "units", "net_revenue", "avg_order_value"]
-ALERT_COLUMNS = ["window_start", "metric", "value", "baseline", "z_score", "kind"]
+GOLD_COLUMNS = list(catalog.columns("gold", "live_sales_minute"))
+ALERT_COLUMNS = list(catalog.columns("gold", "live_alerts"))
 
 
 def _utcnow() -> dt.datetime:

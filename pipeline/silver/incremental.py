@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from pipeline import config, lake
+from pipeline import catalog, config, lake
 from pipeline.config import settings
 from pipeline.quality.expectations import Expectation
 
@@ -37,32 +36,11 @@ STATE_TABLE = "_refine_state"
 LOGIC_VERSION = "1"  # bump when refine logic changes in a way old Silver rows must not keep
 BROADCAST_LIMIT = 2_000_000
 
-STATE_SCHEMA = T.StructType(
-    [
-        T.StructField("source_table", T.StringType()),
-        T.StructField("run_id", T.StringType()),
-        T.StructField("mode", T.StringType()),
-        T.StructField("files", T.ArrayType(T.StringType())),
-        T.StructField("upstream_files", T.ArrayType(T.StringType())),
-        T.StructField("counts", T.MapType(T.StringType(), T.LongType())),
-        T.StructField("fingerprint", T.StringType()),
-        T.StructField("refined_at", T.TimestampType()),
-        # the Delta versions of the tables the refine wrote, as it left them: the next
-        # incremental refine reads the touched keys' earlier fates there, so a run
-        # killed after its MERGE but before its state commit cannot skew the counts
-        T.StructField("versions", T.MapType(T.StringType(), T.LongType())),
-    ]
-)
+STATE_SCHEMA = catalog.spark_schema("silver", "_refine_state")
 
 
 TOUCHED_TABLE = "_touched_keys"
-TOUCHED_SCHEMA = T.StructType(
-    [
-        T.StructField("source_table", T.StringType()),
-        T.StructField("run_id", T.StringType()),
-        T.StructField("key", T.StringType()),  # null: every key (a full recompute)
-    ]
-)
+TOUCHED_SCHEMA = catalog.spark_schema("silver", "_touched_keys")
 
 
 @dataclass(frozen=True)

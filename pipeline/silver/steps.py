@@ -1,5 +1,8 @@
 """Silver steps: refine each source from Bronze, then apply it with MERGE.
 
+Long (~690 lines): the full and the incremental path of every source and of the
+fact table, whose bookkeeping must agree, kept side by side.
+
 Products (small) are recomputed from the whole Bronze history and replaced
 only when their rows changed. Customers, orders and order items refine only
 the keys new Bronze files touch
@@ -20,7 +23,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline import lake
+from pipeline import catalog, lake
 from pipeline.contract import SOURCES, UNKNOWN_CUSTOMER, Source
 from pipeline.quality.checks import table_checks
 from pipeline.quality.expectations import Expectation, RuleCount
@@ -514,7 +517,10 @@ def run_model(ctx: Context) -> StepOutcome:
     refs = written.agg(
         F.count(F.lit(1)).alias("lines"),
         F.sum((F.col("product_key") == "UNKNOWN").cast("int")).alias("unknown_product"),
+        F.sum(F.when(F.col("is_revenue_bearing"), F.col("line_net"))).alias("net_revenue"),
     ).first()
+    with ctx.lock:  # what Gold's revenue tables must sum to (gold/steps.py)
+        ctx.silver_net_revenue = refs["net_revenue"] or 0
     order_refs = (
         silver_orders.join(
             silver_customers.select(F.col("customer_id").alias("_c")),
@@ -648,30 +654,38 @@ STEPS = [
     Step(
         "silver.products",
         "silver",
-        ("bronze.products",),
-        ("silver.products", "silver.dim_product"),
+        catalog.refs("bronze.products"),
+        catalog.outputs_of("silver.products"),
         run_products,
     ),
     Step(
         "silver.customers",
         "silver",
-        ("bronze.customers",),
-        ("silver.customers", "silver.dim_customer"),
+        catalog.refs("bronze.customers"),
+        catalog.outputs_of("silver.customers"),
         run_customers,
     ),
-    Step("silver.orders", "silver", ("bronze.orders",), ("silver.orders",), run_orders),
+    Step(
+        "silver.orders",
+        "silver",
+        catalog.refs("bronze.orders"),
+        catalog.outputs_of("silver.orders"),
+        run_orders,
+    ),
     Step(
         "silver.order_items",
         "silver",
-        ("bronze.order_items", "silver.orders"),
-        ("silver.order_items",),
+        catalog.refs("bronze.order_items", "silver.orders"),
+        catalog.outputs_of("silver.order_items"),
         run_order_items,
     ),
     Step(
         "silver.fact_sales",
         "silver",
-        ("silver.orders", "silver.order_items", "silver.dim_product", "silver.customers"),
-        ("silver.fact_sales", "silver.dim_date"),
+        catalog.refs(
+            "silver.orders", "silver.order_items", "silver.dim_product", "silver.customers"
+        ),
+        catalog.outputs_of("silver.fact_sales"),
         run_model,
     ),
 ]

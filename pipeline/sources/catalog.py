@@ -1,5 +1,7 @@
 """Fixed reference lists the demo generator draws from.
 
+Long (~400 lines): data, not logic (product, name and place lists).
+
 Kept as plain constants (never read from the environment or the network) so
 that the generated data depends on the seed and the arguments only.
 """

@@ -1,0 +1,176 @@
+"""gold.sales_cells, gold.sales_orders, gold.product_sales: the Sales page's filterable Gold.
+
+The Sales page filters by dates, category, country, channel and status, and
+shows totals, a trend, per-category/country/channel breakdowns, category shares
+per month and top products. Instead of loading silver.fact_sales into the app
+(docs/contract.md §1: the dashboard reads Gold only), Spark pre-aggregates
+three tables whose rows the app only filters and sums:
+
+- ``sales_cells`` (order_date x category x country x channel x status): lines
+  summed per cell. Money, units and cost come from revenue-bearing lines only
+  (other statuses carry zeros and a null cost, so they still count their
+  ``orders`` and ``lines``). ``orders`` = distinct orders with at least one
+  line in the cell's category; every order has one date, country, channel and
+  status, so summing ``orders`` over those dimensions is exact, but not over
+  several categories (an order may span them): that is what sales_orders is for.
+- ``sales_orders`` (order_date x country x channel x status x ``categories``):
+  orders counted per the sorted set of categories they have lines in (empty for
+  an order whose items were all quarantined). Filtering by a category selection
+  keeps the rows whose set overlaps it, so distinct order counts are exact for
+  any selection; without a category filter every order counts, as in
+  gold.daily_sales (orders with or without valid items).
+- ``product_sales`` (order_date x product x country x channel x status,
+  revenue-bearing lines only): for top products; product_name and category are
+  the product's current ones (as in fact_sales), so they do not split the grain.
+
+Margin follows docs/contract.md §5: ``cost`` sums the line costs that are known
+and ``costed_net_revenue`` the net revenue of those same lines, both null when
+no line of the cell has a known cost; margin = costed_net_revenue - cost, null
+when none is known. Null country or channel become ``Unknown``, like a null
+category, so that every order can be selected. ``is_revenue_bearing`` (a
+function of status) is carried so the app never needs its own list of
+revenue-bearing statuses.
+
+Size, measured on tests/pages_support.py's 1,000,000-order synthetic lake (2.5M
+lines spread evenly over 730 days, 10 categories, 8 countries, 4 channels, 6
+statuses: a pessimistic spread): sales_cells 0.83M rows, sales_orders 0.92M
+(little below one row per order: the category set splits most cells),
+product_sales 1.97M; reading them raised the app's peak memory from 120 MB to
+about 700 MB (strings as categoricals; BENCHMARKS.md, "The app's own memory"),
+in about 4 s once per run, in the background (pipeline/read.py:prefetch_sales). A real shop's skew (a few countries
+and channels carry most orders) makes them smaller.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.contract import UNKNOWN_CATEGORY
+from pipeline.silver.normalise import REVENUE_STATUSES
+
+MONEY = "decimal(18,2)"
+CELL_GRAIN = ["order_date", "category", "country", "channel", "status"]
+ORDER_GRAIN = ["order_date", "country", "channel", "status", "categories"]
+PRODUCT_GRAIN = ["order_date", "product_id", "country", "channel", "status"]
+
+
+def _known(name: str) -> Column:
+    """A dimension value, `Unknown` when missing, so a filter can still pick it."""
+    return F.coalesce(F.col(name), F.lit(UNKNOWN_CATEGORY)).alias(name)
+
+
+def _money_sums(revenue: Column) -> list[Column]:
+    """Units, revenue and known-cost sums over the lines for which `revenue` holds."""
+    costed = revenue & F.col("line_cost").isNotNull()
+    return [
+        F.sum(F.when(revenue, F.col("quantity"))).alias("units"),
+        F.sum(F.when(revenue, F.col("line_gross"))).alias("gross_revenue"),
+        F.sum(F.when(revenue, F.col("line_net"))).alias("net_revenue"),
+        F.sum(F.when(costed, F.col("line_cost"))).alias("cost"),
+        F.sum(F.when(costed, F.col("line_net"))).alias("costed_net_revenue"),
+    ]
+
+
+def build_cells(fact_sales: DataFrame) -> DataFrame:
+    """Lines per day x category x country x channel x status (see the module docstring)."""
+    lines = fact_sales.select(
+        F.col("order_date"),
+        _known("category"),
+        _known("country"),
+        _known("channel"),
+        F.col("status"),
+        F.col("order_id"),
+        F.col("is_revenue_bearing"),
+        F.col("quantity"),
+        F.col("line_gross"),
+        F.col("line_net"),
+        F.col("line_cost"),
+    )
+    cells = lines.groupBy(*CELL_GRAIN, "is_revenue_bearing").agg(
+        F.count_distinct("order_id").alias("orders"),
+        *_money_sums(F.col("is_revenue_bearing")),
+        F.count(F.lit(1)).alias("lines"),
+    )
+    return cells.select(
+        *[F.col(c) for c in CELL_GRAIN],
+        F.col("is_revenue_bearing"),
+        F.col("orders").cast("long").alias("orders"),
+        F.coalesce(F.col("units"), F.lit(0)).cast("long").alias("units"),
+        F.coalesce(F.col("gross_revenue"), F.lit(0)).cast(MONEY).alias("gross_revenue"),
+        F.coalesce(F.col("net_revenue"), F.lit(0)).cast(MONEY).alias("net_revenue"),
+        F.col("cost").cast(MONEY).alias("cost"),
+        F.col("costed_net_revenue").cast(MONEY).alias("costed_net_revenue"),
+        F.col("lines").cast("long").alias("lines"),
+    )
+
+
+def build_orders(orders: DataFrame, fact_sales: DataFrame) -> DataFrame:
+    """Orders per day x country x channel x status x the set of categories they have lines in."""
+    category_sets = fact_sales.groupBy("order_id").agg(
+        F.array_sort(F.collect_set(F.col("category"))).alias("category_set")
+    )
+    order_rows = orders.select(
+        F.col("order_id"),
+        F.col("order_date"),
+        _known("country"),
+        _known("channel"),
+        F.col("status"),
+        F.col("status").isin(*REVENUE_STATUSES).alias("is_revenue_bearing"),
+    )
+    with_sets = order_rows.join(category_sets, on="order_id", how="left")
+    no_category = F.array().cast("array<string>")
+    keyed = with_sets.select(
+        F.col("order_date"),
+        F.col("country"),
+        F.col("channel"),
+        F.col("status"),
+        F.col("is_revenue_bearing"),
+        F.coalesce(F.col("category_set"), no_category).alias("categories"),
+    )
+    counted = keyed.groupBy(*ORDER_GRAIN, "is_revenue_bearing").agg(
+        F.count(F.lit(1)).alias("orders")
+    )
+    return counted.select(
+        *[F.col(c) for c in ORDER_GRAIN],
+        F.col("is_revenue_bearing"),
+        F.col("orders").cast("long").alias("orders"),
+    )
+
+
+def build_products(fact_sales: DataFrame) -> DataFrame:
+    """Revenue-bearing lines per day x product x country x channel x status."""
+    lines = fact_sales.filter(F.col("is_revenue_bearing")).select(
+        F.col("order_date"),
+        F.col("product_id"),
+        F.col("product_name"),
+        _known("category"),
+        _known("country"),
+        _known("channel"),
+        F.col("status"),
+        F.col("order_id"),
+        F.col("quantity"),
+        F.col("line_gross"),
+        F.col("line_net"),
+        F.col("line_cost"),
+    )
+    # product_name and category depend on product_id alone: grouping by them adds no rows
+    keys = [*PRODUCT_GRAIN, "product_name", "category"]
+    per_product = lines.groupBy(*keys).agg(
+        F.count_distinct("order_id").alias("orders"),
+        *_money_sums(F.lit(True)),
+    )
+    return per_product.select(
+        F.col("order_date"),
+        F.col("product_id"),
+        F.col("product_name"),
+        F.col("category"),
+        F.col("country"),
+        F.col("channel"),
+        F.col("status"),
+        F.col("orders").cast("long").alias("orders"),
+        F.col("units").cast("long").alias("units"),
+        F.col("net_revenue").cast(MONEY).alias("net_revenue"),
+        F.col("cost").cast(MONEY).alias("cost"),
+        F.col("costed_net_revenue").cast(MONEY).alias("costed_net_revenue"),
+    )
