@@ -216,13 +216,15 @@ def landing_bytes() -> int:
 
 
 def whole_stage_codegen(landing: int | None = None) -> bool:
-    """Whether this run compiles its query plans to Java (Spark's whole-stage codegen).
+    """Whether this run compiles its queries to Java (Spark's code generation).
 
     Compiling pays off over many rows and is a loss on a small lake, where
-    every query's compile outweighs its work: at 10,000 orders a warm full run
-    took 17 % less time without it (docs/decisions.md, "Run shape").
-    ``SHOPLAKE_CODEGEN`` = on | off (or the setting in ``SHOPLAKE_SPARK_CONF``)
-    overrides the choice by size.
+    each query's compile outweighs its work: a warm full run at 10,000 orders
+    spent about a quarter of its JVM time generating, cleaning and compiling
+    code, and took 17 % less time without whole-stage code generation and 15 %
+    less again with expressions interpreted too (docs/decisions.md, "Run
+    shape"). ``SHOPLAKE_CODEGEN`` = on | off (or ``spark.sql.codegen.wholeStage``
+    in ``SHOPLAKE_SPARK_CONF``) overrides the choice by size.
     """
     mode = settings().codegen
     chosen = spark_settings().extra_conf.get("spark.sql.codegen.wholeStage")
@@ -231,6 +233,18 @@ def whole_stage_codegen(landing: int | None = None) -> bool:
     if mode != "auto":
         return mode == "on"
     return (landing_bytes() if landing is None else landing) >= SMALL_LAKE_BYTES
+
+
+def _compile_or_interpret(spark: SparkSession) -> None:
+    """Spark's code generation on or off for this run (``whole_stage_codegen``).
+
+    Off: no whole-stage code, and expressions evaluated by Spark's interpreted
+    implementations (``factoryMode=NO_CODEGEN``, the mode Spark's own test
+    suites check against the generated code), so a small run compiles nothing.
+    """
+    on = whole_stage_codegen()
+    spark.conf.set("spark.sql.codegen.wholeStage", "true" if on else "false")
+    spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK" if on else "NO_CODEGEN")
 
 
 def _job_ids(spark: SparkSession, group: str) -> int | None:
@@ -299,8 +313,7 @@ def run(
     records: dict[str, tuple[tuple, list[tuple]]] = {}
     tell = progress or (lambda message, fraction: None)
     with run_lock():
-        codegen = "true" if whole_stage_codegen() else "false"
-        spark.conf.set("spark.sql.codegen.wholeStage", codegen)
+        _compile_or_interpret(spark)
         ctx = Context(spark, run_id, _now(), full_refresh)
         failed: str | None = None
         running: dict[Future, Step] = {}
