@@ -171,6 +171,17 @@ def distinct_values(spark: SparkSession, layer: str, table: str, column: str) ->
     return {r[0] for r in df.collect()}
 
 
+def column_where_in(layer: str, table: str, column: str, where_in: tuple[str, Sequence[str]]):
+    """``column`` of the rows whose ``where_in[0]`` is one of ``where_in[1]``, read by delta-rs
+    (a pyarrow ChunkedArray; no Spark job); None when the table is not local."""
+    rust = _rust_table(layer, table)
+    if rust is None:
+        return None
+    name, values = where_in
+    found = rust.to_pyarrow_table(columns=[column], filters=[(name, "in", sorted(values))])
+    return found.column(column)
+
+
 def rows(
     spark: SparkSession, layer: str, table: str, columns: Sequence[str], where: tuple[str, str]
 ) -> list[dict]:

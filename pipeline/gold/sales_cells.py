@@ -37,8 +37,9 @@ statuses: a pessimistic spread): sales_cells 0.83M rows, sales_orders 0.92M
 (little below one row per order: the category set splits most cells),
 product_sales 1.97M; reading them raised the app's peak memory from 120 MB to
 about 700 MB (strings as categoricals; BENCHMARKS.md, "The app's own memory"),
-in about 4 s once per run, in the background (pipeline/read.py:prefetch_sales). A real shop's skew (a few countries
-and channels carry most orders) makes them smaller.
+in about 4 s once per run, in the background (pipeline/read.py:prefetch_sales).
+A real shop's skew (a few countries and channels carry most orders) makes them
+smaller.
 """
 
 from __future__ import annotations

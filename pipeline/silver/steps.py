@@ -263,7 +263,7 @@ def _refine_incrementally(
             if module is products:
                 keys = []  # fact_sales compares the products' rows itself
             elif by_choice:
-                keys = _new_groups(bronze, above, plan, group)
+                keys = _new_groups(source, upstream, bronze, above, plan, group)
             _record_refine(ctx, source, keys, True, refined.counts, rules_fp, plan)
             return out
         finally:
@@ -348,9 +348,37 @@ def _refine_incrementally(
 
 
 def _new_groups(
+    source: Source,
+    upstream: ModuleType | None,
+    bronze: DataFrame,
+    above: DataFrame | None,
+    plan: incremental.Plan,
+    group: Column,
+) -> list[str]:
+    """The groups (the first key column, trimmed) of the records in the plan's new files.
+
+    Read by delta-rs where the lake is local (a few files' one column: no
+    Spark job), else by Spark. ``group`` is always ``trim(<first key>)``, and
+    Spark's trim removes spaces only, as ``utf8_trim(characters=" ")`` does.
+    """
+    import pyarrow.compute as pc
+
+    column = source.key[0]
+    wanted = [(source.name, plan.new_files)]
+    if upstream is not None and plan.new_upstream_files:
+        wanted.append((upstream.SOURCE.name, plan.new_upstream_files))
+    found: set[str] = set()
+    for name, files in wanted:
+        values = lake.column_where_in("bronze", name, column, ("_source_file", files))
+        if values is None:
+            return _new_groups_by_spark(bronze, above, plan, group)
+        found.update(pc.utf8_trim(values.drop_null(), characters=" ").to_pylist())
+    return sorted(found)
+
+
+def _new_groups_by_spark(
     bronze: DataFrame, above: DataFrame | None, plan: incremental.Plan, group: Column
 ) -> list[str]:
-    """The groups (first key column, trimmed) of the records in the plan's new files."""
     new_rows = incremental.from_files(bronze, plan.new_files).select(group.alias("key"))
     if above is not None and plan.new_upstream_files:
         from_above = incremental.from_files(above, plan.new_upstream_files)
@@ -576,10 +604,10 @@ def _build_fact(
         reason = "a Silver table was recomputed"
     elif state is None or earlier is None or not lake.exists(spark, "silver", "fact_sales"):
         reason = "first build"
-    elif earlier.filter(F.col("key").isNull()).limit(1).count():
-        reason = "a Silver table was recomputed"
     elif lake.row_count(spark, "bronze", "order_items") < incremental.recompute_below():
         reason = "a small table (a rebuild costs less than a MERGE)"
+    elif earlier.filter(F.col("key").isNull()).limit(1).count():
+        reason = "a Silver table was recomputed"
     changed_products = None
     if not reason:
         changed_products = _changed_products(spark, state.counts.get("products_version"))
