@@ -36,6 +36,7 @@ class Settings:
     run_parallelism: int = 3  # steps of a run that may execute at once (pipeline.runner)
     incremental_min_rows: int = 200_000  # pipeline.silver.incremental.recompute_below
     codegen: str = "auto"  # whole-stage code generation: auto | on | off (pipeline.runner)
+    writer: str = "auto"  # commits whole tables: auto | spark | delta-rs (pipeline.runner)
 
     @property
     def lake_path(self) -> Path:
@@ -79,6 +80,7 @@ def settings() -> Settings:
         run_parallelism=int(os.environ.get("SHOPLAKE_RUN_PARALLELISM", "3")),
         incremental_min_rows=int(os.environ.get("SHOPLAKE_INCREMENTAL_MIN_ROWS", "200000")),
         codegen=_choice("SHOPLAKE_CODEGEN", ("auto", "on", "off")),
+        writer=_choice("SHOPLAKE_WRITER", ("auto", "spark", "delta-rs")),
     )
 
 

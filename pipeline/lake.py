@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import pyarrow as pa
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
@@ -22,6 +23,9 @@ from pipeline.config import settings
 # Which step the current thread works for (set by pipeline.runner), and the Delta
 # commits each step made: the bench reports them, since a run's floor is its commits.
 current_step: contextvars.ContextVar[str] = contextvars.ContextVar("current_step", default="")
+# Whether this thread's whole-table writes commit through delta-rs (``arrow_commits``);
+# set by pipeline.runner for the steps of a run on a small lake.
+small_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("small_writes", default=False)
 commits: Counter[str] = Counter()
 _commits_lock = threading.Lock()
 _table_locks: dict[str, threading.Lock] = {}
@@ -91,12 +95,126 @@ def read_or_none(spark: SparkSession, layer: str, table: str) -> DataFrame | Non
     return read(spark, layer, table) if exists(spark, layer, table) else None
 
 
-def overwrite(df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()) -> None:
+def overwrite(
+    df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()
+) -> pa.Table | None:
+    """Replace the table with ``df``; the rows as Arrow when they went through delta-rs
+    (``arrow_target``), so a caller can count them without reading the table back."""
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     with writing(layer, table):
-        writer.save(path(layer, table))
+        local = arrow_target(layer, table)
+        if local is None:
+            writer.save(path(layer, table))
+            return None
+        data = df.toArrow()
+        write_arrow(local, data, "overwrite", partition_by)
+        return data
+
+
+def overwrite_arrow(data: pa.Table, layer: str, table: str) -> None:
+    """Replace a local table with rows already collected (``arrow_target`` said where)."""
+    local = _local(layer, table)
+    if local is None:
+        raise ValueError(f"{layer}.{table} is not a local table: write it with Spark")
+    with writing(layer, table):
+        write_arrow(local, data, "overwrite")
+
+
+def arrow_target(layer: str, table: str) -> str | None:
+    """Where a whole-table write goes through delta-rs instead of Spark's writer, or None.
+
+    On a small lake (``small_writes``, set by the runner) every table is a few
+    thousand rows: Spark's Delta overwrite of one costs 0.6-0.9 s, mostly
+    replaying the log to list the files it replaces and a write job, where
+    collecting the rows as Arrow and committing them with delta-rs (as the live
+    stream does) takes a few hundredths. Spark still computes every row; the
+    tables stay ordinary Delta tables both engines read and write. A remote
+    root, or a lake above the size, is written by Spark.
+    """
+    return _local(layer, table) if small_writes.get() else None
+
+
+def _local(layer: str, table: str) -> str | None:
+    from pipeline import storage
+
+    local = storage.local_path(path(layer, table))
+    return None if local is None else str(local)
+
+
+def _nullable_type(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pa.list_(pa.field("element", _nullable_type(kind.value_type), nullable=True))
+    if pa.types.is_map(kind):
+        value = pa.field("value", _nullable_type(kind.item_type), nullable=True)
+        return pa.map_(kind.key_type, value)
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _nullable_type(f.type), True) for f in kind])
+    return kind
+
+
+def nullable(table: pa.Table) -> pa.Table:
+    """Spark marks computed columns NOT NULL; a Delta table must not inherit that
+    (Spark's own writer stores every column nullable, and a later write may hold nulls)."""
+    schema = pa.schema([pa.field(f.name, _nullable_type(f.type), True) for f in table.schema])
+    return table.cast(schema)
+
+
+def write_arrow(
+    location: str,
+    data: pa.Table,
+    mode: str,
+    partition_by: Sequence[str] = (),
+    predicate: str | None = None,
+    commit_properties: object = None,
+) -> None:
+    """One delta-rs commit of Arrow rows. ``overwrite`` replaces the schema too (as
+    Spark's ``overwriteSchema``) unless ``predicate`` replaces a part (``replaceWhere``);
+    ``append`` adds new columns (``mergeSchema``). An existing table keeps its partitioning."""
+    from deltalake import write_deltalake
+
+    target = rust_table_at(location)
+    if target is not None:
+        partition_by = list(target.metadata().partition_columns)
+    if mode == "append":
+        schema_mode = "merge"
+    else:
+        schema_mode = None if predicate else "overwrite"
+    write_deltalake(
+        target if target is not None else location,
+        nullable(data),
+        mode=mode,  # type: ignore[arg-type]
+        partition_by=list(partition_by) or None,
+        predicate=predicate,
+        schema_mode=schema_mode,  # type: ignore[arg-type]
+        commit_properties=commit_properties,  # type: ignore[arg-type]
+    )
+
+
+def rust_table_at(location: str):
+    from deltalake import DeltaTable as RustTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return RustTable(location)
+    except TableNotFoundError:
+        return None
+
+
+def append_rows(
+    spark: SparkSession, rows: Sequence[Sequence[object]], schema, layer: str, table: str
+) -> None:
+    """Append a few Python rows (the run's logs and state): by delta-rs to a local table
+    (milliseconds, no Spark job), by Spark's writer to a remote one."""
+    if not rows:
+        return
+    local = _local(layer, table)
+    if local is None:
+        append(rows_frame(spark, rows, schema), layer, table)
+        return
+    with writing(layer, table):
+        write_arrow(local, arrow_rows(rows, schema), "append")
 
 
 def append(df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()) -> None:
@@ -125,18 +243,8 @@ def latest_version(spark: SparkSession, layer: str, table: str) -> int | None:
 
 def _rust_table(layer: str, table: str):
     """The table opened by delta-rs when it is local and exists, else None."""
-    from deltalake import DeltaTable as RustTable
-    from deltalake.exceptions import TableNotFoundError
-
-    from pipeline import storage
-
-    local = storage.local_path(path(layer, table))
-    if local is None:
-        return None
-    try:
-        return RustTable(str(local))
-    except TableNotFoundError:
-        return None
+    local = _local(layer, table)
+    return None if local is None else rust_table_at(local)
 
 
 def file_stats(layer: str, table: str):
@@ -255,7 +363,7 @@ def _sync(
 ) -> bool:
     from pyspark.sql import functions as F
 
-    hashed = df.withColumn("_row_hash", F.xxhash64(*[F.col(c) for c in df.columns]))
+    hashed = with_row_hash(df)
     spark = df.sparkSession
     where = scope.replace("TARGET.", "") if scope else None
     if exists(spark, layer, table):
@@ -267,6 +375,12 @@ def _sync(
             mine = target.filter(F.expr(where)) if where else target
             if compare and _checksum(mine) == _checksum(hashed):
                 return False
+    local = arrow_target(layer, table)
+    if local is not None:
+        has_table = rust_table_at(local) is not None
+        predicate = where if where and has_table else None
+        write_arrow(local, hashed.toArrow(), "overwrite", partition_by, predicate=predicate)
+        return True
     writer = hashed.write.format("delta").mode("overwrite")
     if where and exists(spark, layer, table):
         writer = writer.option("replaceWhere", where)
@@ -276,6 +390,14 @@ def _sync(
         writer = writer.partitionBy(*partition_by)
     writer.save(path(layer, table))
     return True
+
+
+def with_row_hash(df: DataFrame) -> DataFrame:
+    """``df`` plus ``_row_hash`` over all its columns: how ``sync`` and ``upsert`` see a
+    row change."""
+    from pyspark.sql import functions as F
+
+    return df.withColumn("_row_hash", F.xxhash64(*[F.col(c) for c in df.columns]))
 
 
 def _checksum(df: DataFrame) -> tuple[int, int, int]:
@@ -404,12 +526,15 @@ def rows_frame(spark: SparkSession, rows: Sequence[Sequence[object]], schema) ->
     literal expressions took Py4J calls per value (a run's two log tables:
     3.8 s that way against 0.08 s this way, in a warm session).
     """
-    import pyarrow as pa
+    return spark.createDataFrame(arrow_rows(rows, schema), schema=schema)
+
+
+def arrow_rows(rows: Sequence[Sequence[object]], schema) -> pa.Table:
+    """Python rows in a Spark schema's column order, as Arrow (timestamps in UTC)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     names = [f.name for f in schema.fields]
-    table = pa.Table.from_pylist(
+    return pa.Table.from_pylist(
         [dict(zip(names, row, strict=True)) for row in rows],
         schema=to_arrow_schema(schema, timezone="UTC"),
     )
-    return spark.createDataFrame(table, schema=schema)

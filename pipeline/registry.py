@@ -36,6 +36,7 @@ class Context:
     run_id: str
     started_at: dt.datetime
     full_refresh: bool = False  # recompute incremental Silver tables from all of Bronze
+    small_writes: bool = False  # whole-table writes through delta-rs (pipeline.lake.arrow_target)
     deferred: dict[tuple[str, str], tuple[object, list[tuple]]] = field(default_factory=dict)
     touched: dict[str, list[str] | None] = field(default_factory=dict)  # this run's, by source
     # revenue-bearing net revenue of silver.fact_sales as this run left it (Gold reconciles)

@@ -152,8 +152,7 @@ def _record(pool: ThreadPoolExecutor, ctx: Context, runs: list[tuple], dq: list[
     touched = tables.pop(("silver", incremental.TOUCHED_TABLE), None)
 
     def append(layer: str, table: str, schema: object, rows: list[tuple]) -> None:
-        if rows:
-            lake.append(lake.rows_frame(spark, rows, schema), layer, table)
+        lake.append_rows(spark, rows, schema, layer, table)
 
     def silver_state() -> None:
         if touched:
@@ -235,16 +234,35 @@ def whole_stage_codegen(landing: int | None = None) -> bool:
     return (landing_bytes() if landing is None else landing) >= SMALL_LAKE_BYTES
 
 
-def _compile_or_interpret(spark: SparkSession) -> None:
+def small_writes(landing: int | None = None) -> bool:
+    """Whether this run's whole-table writes are committed by delta-rs (``lake.arrow_target``).
+
+    On a small lake a table is a few thousand rows: Spark computes them, and
+    collecting them as Arrow and committing with delta-rs costs hundredths of
+    a second where Spark's Delta writer costs 0.6-0.9 s per table (docs/
+    decisions.md, "Run shape"). ``SHOPLAKE_WRITER`` = spark | delta-rs forces it.
+    A remote root is always written by Spark.
+    """
+    mode = settings().writer
+    if mode != "auto":
+        return mode == "delta-rs"
+    return (landing_bytes() if landing is None else landing) < SMALL_LAKE_BYTES
+
+
+def _compile_or_interpret(spark: SparkSession, landing: int | None = None) -> None:
     """Spark's code generation on or off for this run (``whole_stage_codegen``).
 
     Off: no whole-stage code, and expressions evaluated by Spark's interpreted
     implementations (``factoryMode=NO_CODEGEN``, the mode Spark's own test
     suites check against the generated code), so a small run compiles nothing.
+    Adaptive execution goes with it: on a small lake it only splits each query
+    into a job per shuffle stage to re-plan data that is small anyway (a warm
+    10k run: 186 -> 104 jobs, 22.5 -> 19.7 s, docs/decisions.md "Run shape").
     """
-    on = whole_stage_codegen()
+    on = whole_stage_codegen(landing)
     spark.conf.set("spark.sql.codegen.wholeStage", "true" if on else "false")
     spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK" if on else "NO_CODEGEN")
+    spark.conf.set("spark.sql.adaptive.enabled", "true" if on else "false")
 
 
 def _job_ids(spark: SparkSession, group: str) -> int | None:
@@ -261,6 +279,7 @@ def _execute(
     spark = ctx.spark
     group = f"{run_id}/{step.name}"
     lake.current_step.set(group)
+    lake.small_writes.set(ctx.small_writes)
     started, t0 = _now(), time.perf_counter()
     try:
         # A Spark Connect session has no SparkContext: the step fails here, saying so
@@ -313,8 +332,9 @@ def run(
     records: dict[str, tuple[tuple, list[tuple]]] = {}
     tell = progress or (lambda message, fraction: None)
     with run_lock():
-        _compile_or_interpret(spark)
-        ctx = Context(spark, run_id, _now(), full_refresh)
+        landing = landing_bytes()
+        _compile_or_interpret(spark, landing)
+        ctx = Context(spark, run_id, _now(), full_refresh, small_writes=small_writes(landing))
         failed: str | None = None
         running: dict[Future, Step] = {}
         with ThreadPoolExecutor(parallelism(), thread_name_prefix="shoplake-step") as pool:

@@ -42,6 +42,7 @@ LONGEST_FIRST = (
     "test_cluster.py",
     "test_corpus.py",
     "test_crash.py",
+    "test_writers.py",
     "test_pipeline.py",
     "test_anomalies.py",
     "test_sales_gold.py",

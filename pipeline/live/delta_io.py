@@ -15,31 +15,12 @@ import datetime as dt
 
 import pyarrow as pa
 
-from pipeline import read
-
-
-def _nullable_type(kind: pa.DataType) -> pa.DataType:
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return pa.list_(pa.field("element", _nullable_type(kind.value_type), nullable=True))
-    if pa.types.is_struct(kind):
-        return pa.struct([pa.field(f.name, _nullable_type(f.type), True) for f in kind])
-    return kind
-
-
-def _nullable(table: pa.Table) -> pa.Table:
-    """Spark marks computed columns NOT NULL; a Delta table must not inherit that."""
-    schema = pa.schema([pa.field(f.name, _nullable_type(f.type), True) for f in table.schema])
-    return table.cast(schema)
+from pipeline import lake, read
 
 
 def delta_table(path: str):
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(path)
-    except TableNotFoundError:
-        return None
+    """The table opened by delta-rs, or None when it does not exist yet."""
+    return lake.rust_table_at(path)
 
 
 def commit_append(
@@ -55,20 +36,18 @@ def commit_append(
     `partition_by` applies when this write creates the table; an existing table
     keeps its own partitioning (silver.quarantine is shared with the batch steps).
     """
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction
 
     target = delta_table(path)
     if target is not None:
         done = target.transaction_version(app_id)
         if done is not None and done >= version:
             return False
-        partition_by = list(target.metadata().partition_columns) or None
-    write_deltalake(
-        target if target is not None else path,
-        _nullable(table),
-        partition_by=partition_by,
-        mode=mode,  # type: ignore[arg-type]
-        schema_mode="merge" if mode == "append" else "overwrite",
+    lake.write_arrow(
+        path,
+        table,
+        mode,
+        partition_by or (),
         commit_properties=CommitProperties(
             app_transactions=[Transaction(app_id=app_id, version=version)]
         ),
@@ -84,11 +63,11 @@ def commit_upsert(path: str, table: pa.Table, keys: list[str]) -> None:
         return
     target = delta_table(path)
     if target is None:
-        write_deltalake(path, _nullable(table), mode="append")
+        write_deltalake(path, lake.nullable(table), mode="append")
         return
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
     (
-        target.merge(_nullable(table), predicate, source_alias="s", target_alias="t")
+        target.merge(lake.nullable(table), predicate, source_alias="s", target_alias="t")
         .when_matched_update_all()
         .when_not_matched_insert_all()
         .execute()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -34,12 +36,41 @@ def table_checks(
     if has_fresh:
         aggs.append(F.max(fresh_column).alias("newest"))
     row = df.agg(*aggs).first()
-    rows = int(row["rows"])
-    out = [RuleCount("primary_key_unique", "fail", rows, rows - int(row["keys"]))]
-    out += [RuleCount(f"not_null_{c}", "warn", rows, int(row[f"null_{c}"])) for c in not_null]
+    nulls = {c: int(row[f"null_{c}"]) for c in not_null}
+    newest = row["newest"] if has_fresh else None
+    return _rules(int(row["rows"]), int(row["keys"]), nulls, has_fresh, newest, now)
+
+
+def arrow_table_checks(
+    data: pa.Table,
+    key: Sequence[str],
+    not_null: Sequence[str],
+    fresh_column: str | None = "updated_at",
+    now: dt.datetime | None = None,
+) -> list[RuleCount]:
+    """``table_checks`` on rows already collected (a small lake): no Spark job."""
+    rows = data.num_rows
+    keys = data.group_by(list(key)).aggregate([]).num_rows if rows else 0
+    nulls = {c: data.column(c).null_count for c in not_null}
+    has_fresh = fresh_column is not None and fresh_column in data.column_names
+    newest = pc.max(data.column(fresh_column)).as_py() if has_fresh else None
+    if isinstance(newest, dt.datetime) and newest.tzinfo is not None:
+        newest = newest.astimezone(dt.UTC).replace(tzinfo=None)  # Spark's are UTC, naive
+    return _rules(rows, keys, nulls, has_fresh, newest, now)
+
+
+def _rules(
+    rows: int,
+    keys: int,
+    nulls: dict[str, int],
+    has_fresh: bool,
+    newest: dt.datetime | None,
+    now: dt.datetime | None,
+) -> list[RuleCount]:
+    out = [RuleCount("primary_key_unique", "fail", rows, rows - keys)]
+    out += [RuleCount(f"not_null_{c}", "warn", rows, n) for c, n in nulls.items()]
     if has_fresh:
         now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        newest = row["newest"]
         stale = newest is None or (now - newest) > dt.timedelta(days=freshness_days())
         out.append(RuleCount("freshness", "warn", 1, int(stale and rows > 0)))
     return out
