@@ -52,10 +52,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.runner import run
+    from pipeline.runner import landing_bytes, run
+    from pipeline.spark import SHORT_RUN_BYTES, get_spark
 
     started = time.perf_counter()
-    result = run(args.layer, progress=_progress, full_refresh=args.full_refresh)
+    spark = get_spark(short_run=landing_bytes() < SHORT_RUN_BYTES)  # runs once and exits
+    result = run(args.layer, spark=spark, progress=_progress, full_refresh=args.full_refresh)
     header = ("step", "status", "rows in", "rows out", "quarantined", "seconds")
     print("{:<26}{:<11}{:>12}{:>12}{:>13}{:>9}".format(*header))
     for s in result.steps:

@@ -214,6 +214,12 @@ def landing_bytes() -> int:
     )
 
 
+def small_lake(landing: int | None = None) -> bool:
+    """Whether the lake's landing files are under SMALL_LAKE_BYTES: each table then
+    holds a few thousand rows, and a query's fixed cost outweighs its work."""
+    return (landing_bytes() if landing is None else landing) < SMALL_LAKE_BYTES
+
+
 def whole_stage_codegen(landing: int | None = None) -> bool:
     """Whether this run compiles its queries to Java (Spark's code generation).
 
@@ -231,7 +237,7 @@ def whole_stage_codegen(landing: int | None = None) -> bool:
         return chosen.strip().lower() == "true"
     if mode != "auto":
         return mode == "on"
-    return (landing_bytes() if landing is None else landing) >= SMALL_LAKE_BYTES
+    return not small_lake(landing)
 
 
 def small_writes(landing: int | None = None) -> bool:
@@ -246,7 +252,7 @@ def small_writes(landing: int | None = None) -> bool:
     mode = settings().writer
     if mode != "auto":
         return mode == "delta-rs"
-    return (landing_bytes() if landing is None else landing) < SMALL_LAKE_BYTES
+    return small_lake(landing)
 
 
 def _compile_or_interpret(spark: SparkSession, landing: int | None = None) -> None:

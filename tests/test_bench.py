@@ -211,3 +211,14 @@ def test_small_lake_section_renders_before_after_and_targets():
     text = harness.render_markdown(result)
     assert "No before figures at this size" in text
     assert "| `run all`, warm session | n/a | 12.0 s | n/a |" in text
+
+
+def test_the_report_keeps_the_sections_measured_by_hand() -> None:
+    """`make bench` rewrites its own sections and keeps the ones below the marker."""
+    result = _result(1.0, mode="full", orders=10_000, notes=[])
+    previous = f"# old\n\nstale figures\n\n{harness.BY_HAND}\n\n## By hand\n\nkept 1.23 s\n"
+    text = harness.report_text(result, previous)
+    assert "stale figures" not in text
+    assert text.endswith(f"{harness.BY_HAND}\n\n## By hand\n\nkept 1.23 s\n")
+    assert text.startswith(harness.render_markdown(result))
+    assert harness.BY_HAND not in harness.report_text(result, "# old, no marker\n")

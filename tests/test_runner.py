@@ -61,3 +61,16 @@ def test_code_generation_follows_the_lakes_size(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SHOPLAKE_CODEGEN", "sometimes")
     with pytest.raises(ValueError, match="SHOPLAKE_CODEGEN"):
         whole_stage_codegen()
+
+
+def test_a_short_run_uses_the_quick_compiler_unless_told_otherwise(monkeypatch) -> None:
+    """`python -m pipeline run` on a small lake starts its JVM with the quick compiler only."""
+    from pipeline.spark import SHORT_RUN_JVM_OPTIONS, _jvm_options
+
+    monkeypatch.delenv("SHOPLAKE_JVM_OPTIONS", raising=False)
+    assert SHORT_RUN_JVM_OPTIONS in _jvm_options(short_run=True)
+    assert "TieredStopAtLevel" not in _jvm_options(short_run=False)
+    monkeypatch.setenv("SHOPLAKE_JVM_OPTIONS", "-XX:TieredStopAtLevel=4 -Xss4m")
+    options = _jvm_options(short_run=True)
+    assert "-XX:TieredStopAtLevel=4 -Xss4m" in options
+    assert SHORT_RUN_JVM_OPTIONS not in options
