@@ -23,7 +23,7 @@ from pipeline.config import settings
 # Which step the current thread works for (set by pipeline.runner), and the Delta
 # commits each step made: the bench reports them, since a run's floor is its commits.
 current_step: contextvars.ContextVar[str] = contextvars.ContextVar("current_step", default="")
-# Whether this thread's whole-table writes commit through delta-rs (``arrow_commits``);
+# Whether this thread's whole-table writes commit through delta-rs (``arrow_target``);
 # set by pipeline.runner for the steps of a run on a small lake.
 small_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("small_writes", default=False)
 commits: Counter[str] = Counter()
