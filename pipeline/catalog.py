@@ -75,6 +75,23 @@ class Table:
     kind: str
     writers: tuple[str, ...]  # step names, RUNNER or LIVE; one step for a batch table
     description: str = ""
+    stats: tuple[str, ...] | None = None  # see stats_columns; None: the grain's
+
+    @property
+    def stats_columns(self) -> tuple[str, ...]:
+        """The columns whose per-file statistics (min, max, nulls) a reader uses.
+
+        Spark's Delta writer computes them for every row it writes, by default
+        for the first 32 columns: a tenth of the CPU of a 1,000,000-order run
+        (docs/decisions.md, "Run shape"). Only these are kept: the grain's
+        (key look-ups, date ranges), or what the table declares (Bronze's
+        ``_source_file``, which tells the files a landing file went to, and
+        ``_raw``, whose null count is the rows that did not parse). Row counts
+        are always kept. Nested types have no statistics.
+        """
+        wanted = self.grain if self.stats is None else self.stats
+        types = {c.name: c.type for c in self.columns}
+        return tuple(c for c in wanted if c in types and not types[c].endswith(">"))
 
     @property
     def ref(self) -> str:
@@ -108,8 +125,16 @@ def _cols(*specs: str) -> tuple[Column, ...]:
     return tuple(Column(*spec.split(" ", 1)) for spec in specs)
 
 
-def _batch(layer: str, name: str, grain: tuple[str, ...], step: str, *cols: str, doc: str = ""):
-    return Table(layer, name, grain, _cols(*cols), "batch", (step,), doc)
+def _batch(
+    layer: str,
+    name: str,
+    grain: tuple[str, ...],
+    step: str,
+    *cols: str,
+    doc: str = "",
+    stats: tuple[str, ...] | None = None,
+):
+    return Table(layer, name, grain, _cols(*cols), "batch", (step,), doc, stats)
 
 
 MONEY = "decimal(18,2)"
@@ -129,6 +154,7 @@ _BRONZE = tuple(
         *[f"{c} string" for c in source.columns],
         *[f"{c} {_BRONZE_META_TYPES.get(c, 'string')}" for c in BRONZE_META],
         doc=f"landing/{source.name} as raw strings plus lineage, append-only",
+        stats=("_source_file", "_raw"),
     )
     for source in SOURCES.values()
 )
@@ -368,6 +394,7 @@ _QUARANTINE = Table(
     "shared",
     (*(f"silver.{s}" for s in SOURCES), LIVE),
     "records that failed a quarantine rule, with the rule names; partitioned by source_table",
+    stats=("record_id",),  # a partition column has no file statistics
 )
 
 _SILVER_LIVE = Table(

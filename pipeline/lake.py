@@ -103,8 +103,10 @@ def overwrite(
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
+    local = arrow_target(layer, table)
+    if local is None:
+        writer = _with_stats(writer, df, layer, table, partition_by)
     with writing(layer, table):
-        local = arrow_target(layer, table)
         if local is None:
             writer.save(path(layer, table))
             return None
@@ -221,6 +223,7 @@ def append(df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = 
     writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
+    writer = _with_stats(writer, df, layer, table, partition_by)
     with writing(layer, table):
         writer.save(path(layer, table))
 
@@ -381,7 +384,9 @@ def _sync(
         predicate = where if where and has_table else None
         write_arrow(local, hashed.toArrow(), "overwrite", partition_by, predicate=predicate)
         return True
-    writer = hashed.write.format("delta").mode("overwrite")
+    writer = _with_stats(
+        hashed.write.format("delta").mode("overwrite"), hashed, layer, table, partition_by
+    )
     if where and exists(spark, layer, table):
         writer = writer.option("replaceWhere", where)
     else:
@@ -436,6 +441,64 @@ def use_deletion_vectors(spark: SparkSession, layer: str, table: str) -> None:
         spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{DELETION_VECTORS}' = 'true')")
 
 
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+
+
+def stats_columns(
+    layer: str, table: str, columns: Sequence[str] | None = None, partition_by: Sequence[str] = ()
+) -> str | None:
+    """The catalog's statistics columns of the table (those ``columns`` hold), as
+    Delta lists them; None for a table the catalog does not declare (Delta's default)."""
+    from pipeline import catalog
+
+    try:
+        declared = catalog.table(layer, table).stats_columns
+    except catalog.UnknownTableError:
+        return None
+    kept = [c for c in declared if (columns is None or c in columns) and c not in partition_by]
+    return ",".join(kept) or None
+
+
+def _with_stats(writer, df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()):
+    """Spark's writer keeping statistics of the catalog's columns only
+    (``catalog.Table.stats_columns``): a new table gets the property with its
+    first commit, an existing one from ``declare_stats``."""
+    wanted = stats_columns(layer, table, df.columns, partition_by)
+    if wanted is None:
+        return writer
+    if exists(df.sparkSession, layer, table):
+        declare_stats(df.sparkSession, layer, table)
+        return writer
+    return writer.option(STATS_COLUMNS, wanted)
+
+
+def declare_stats(spark: SparkSession, layer: str, table: str) -> None:
+    """Set the table's statistics columns where it has other ones (one commit, once).
+
+    A table written before this setting existed, or created by delta-rs, keeps
+    Delta's default until then: a write's option only applies to a new table.
+    """
+    location = path(layer, table)
+    wanted = stats_columns(layer, table, _table_columns(spark, location))
+    if wanted is None or _table_properties(spark, location).get(STATS_COLUMNS) == wanted:
+        return
+    quoted = location.replace("`", "``")
+    with writing(layer, table):
+        spark.sql(
+            f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{wanted}')"
+        )
+
+
+def _table_columns(spark: SparkSession, location: str) -> list[str]:
+    """The table's top-level columns; a local table's from its log by delta-rs."""
+    from pipeline import storage
+
+    local = storage.local_path(location)
+    if local is not None:
+        return [f.name for f in rust_table_at(str(local)).schema().fields]
+    return DeltaTable.forPath(spark, location).toDF().columns
+
+
 def _table_properties(spark: SparkSession, location: str) -> dict[str, str]:
     """The table's properties; a local table's from its log by delta-rs, without a Spark job."""
     from deltalake import DeltaTable as RustTable
@@ -467,6 +530,7 @@ def upsert(
 
     if deletion_vectors:
         use_deletion_vectors(df.sparkSession, layer, table)
+    declare_stats(df.sparkSession, layer, table)
 
     columns = [c for c in df.columns if c != DELETE]
     hashed = df.select(
@@ -503,6 +567,7 @@ def replace_groups(df: DataFrame, layer: str, table: str, groups: DataFrame) -> 
     from pyspark.sql import functions as F
 
     use_deletion_vectors(df.sparkSession, layer, table)
+    declare_stats(df.sparkSession, layer, table)
     keys = groups.columns
     deletes = groups.select(*keys, F.lit(True).alias(DELETE))
     changes = df.withColumn(DELETE, F.lit(False)).unionByName(deletes, allowMissingColumns=True)

@@ -157,3 +157,49 @@ def test_arrow_checks_agree_with_sparks_on_awkward_rows(spark) -> None:
         expected = table_checks(df, key, ["k", "net_revenue"], now=now)
         assert arrow_table_checks(data, key, ["k", "net_revenue"], now=now) == expected
     assert table_checks(df, ["k"], ["k"], now=now)[0].rows_failed == 3  # the check can fail
+
+
+def _stats_kept(location: Path) -> set[str]:
+    """The columns with a null count in the table's file statistics (Delta keeps one
+    for every statistics column, min and max only where the type has an order)."""
+    from deltalake import DeltaTable as RustTable
+
+    actions = pa.table(RustTable(str(location)).get_add_actions(flatten=True))
+    return {n.removeprefix("null_count.") for n in actions.column_names if "null_count." in n}
+
+
+STATS_TABLES = [(t.layer, t.name) for t in catalog.tables(kind=("batch", "shared"))]
+
+
+@pytest.mark.parametrize(("layer", "table"), STATS_TABLES, ids=[t for _, t in STATS_TABLES])
+def test_sparks_writer_keeps_statistics_of_the_catalogs_columns(lakes, layer, table) -> None:
+    for root in lakes["spark"]:
+        wanted = set(catalog.table(layer, table).stats_columns)
+        assert wanted, f"{layer}.{table} declares no statistics columns"
+        assert _stats_kept(root / layer / table) == wanted, root
+
+
+def test_a_table_with_other_statistics_gets_the_catalogs_once(spark, tmp_path) -> None:
+    """A table delta-rs created (every column's statistics) is set once by Spark's first
+    write to it; the files written after that have the catalog's columns only."""
+    from pipeline import lake
+
+    with lake_at(tmp_path):
+        frame = spark.createDataFrame(
+            [(dt.date(2026, 1, day), day, Decimal("1.00")) for day in range(1, 4)],
+            "order_date date, orders bigint, net_revenue decimal(18,2)",
+        )
+        location = lake.path("gold", "daily_sales")
+        lake.write_arrow(location, frame.toArrow(), "overwrite")
+        assert _stats_kept(tmp_path / "gold" / "daily_sales") == {
+            "order_date",
+            "orders",
+            "net_revenue",
+        }
+        before = lake.latest_version(spark, "gold", "daily_sales")
+        lake.append(frame, "gold", "daily_sales")
+        lake.append(frame, "gold", "daily_sales")
+        # one ALTER, then the two appends
+        assert lake.latest_version(spark, "gold", "daily_sales") == before + 3
+        lake.overwrite(frame, "gold", "daily_sales")
+        assert _stats_kept(tmp_path / "gold" / "daily_sales") == {"order_date"}
