@@ -369,7 +369,8 @@ def _sync(
     hashed = with_row_hash(df)
     spark = df.sparkSession
     where = scope.replace("TARGET.", "") if scope else None
-    if exists(spark, layer, table):
+    present = exists(spark, layer, table)
+    if present:
         target = DeltaTable.forPath(spark, path(layer, table)).toDF()
         if set(target.columns) != set(hashed.columns):
             if scope is not None:
@@ -385,9 +386,9 @@ def _sync(
         write_arrow(local, hashed.toArrow(), "overwrite", partition_by, predicate=predicate)
         return True
     writer = _with_stats(
-        hashed.write.format("delta").mode("overwrite"), hashed, layer, table, partition_by
+        hashed.write.format("delta").mode("overwrite"), hashed, layer, table, partition_by, present
     )
-    if where and exists(spark, layer, table):
+    if where and present:
         writer = writer.option("replaceWhere", where)
     else:
         writer = writer.option("overwriteSchema", "true")
@@ -459,14 +460,24 @@ def stats_columns(
     return ",".join(kept) or None
 
 
-def _with_stats(writer, df: DataFrame, layer: str, table: str, partition_by: Sequence[str] = ()):
+def _with_stats(
+    writer,
+    df: DataFrame,
+    layer: str,
+    table: str,
+    partition_by: Sequence[str] = (),
+    present: bool | None = None,
+):
     """Spark's writer keeping statistics of the catalog's columns only
     (``catalog.Table.stats_columns``): a new table gets the property with its
-    first commit, an existing one from ``declare_stats``."""
+    first commit, an existing one from ``declare_stats``. ``present``: whether the
+    table exists, when the caller has asked already."""
     wanted = stats_columns(layer, table, df.columns, partition_by)
     if wanted is None:
         return writer
-    if exists(df.sparkSession, layer, table):
+    if present is None:
+        present = exists(df.sparkSession, layer, table)
+    if present:
         declare_stats(df.sparkSession, layer, table)
         return writer
     return writer.option(STATS_COLUMNS, wanted)
@@ -479,8 +490,9 @@ def declare_stats(spark: SparkSession, layer: str, table: str) -> None:
     Delta's default until then: a write's option only applies to a new table.
     """
     location = path(layer, table)
-    wanted = stats_columns(layer, table, _table_columns(spark, location))
-    if wanted is None or _table_properties(spark, location).get(STATS_COLUMNS) == wanted:
+    columns, properties = _columns_and_properties(spark, location)
+    wanted = stats_columns(layer, table, columns)
+    if wanted is None or properties.get(STATS_COLUMNS) == wanted:
         return
     quoted = location.replace("`", "``")
     with writing(layer, table):
@@ -489,26 +501,22 @@ def declare_stats(spark: SparkSession, layer: str, table: str) -> None:
         )
 
 
-def _table_columns(spark: SparkSession, location: str) -> list[str]:
-    """The table's top-level columns; a local table's from its log by delta-rs."""
+def _columns_and_properties(spark: SparkSession, location: str) -> tuple[list[str], dict]:
+    """The table's top-level columns and properties from one read of its log
+    (a local table's by delta-rs, without a Spark job)."""
     from pipeline import storage
 
     local = storage.local_path(location)
     if local is not None:
-        return [f.name for f in rust_table_at(str(local)).schema().fields]
-    return DeltaTable.forPath(spark, location).toDF().columns
+        found = rust_table_at(str(local))
+        return [f.name for f in found.schema().fields], dict(found.metadata().configuration)
+    target = DeltaTable.forPath(spark, location)
+    return target.toDF().columns, target.detail().first()["properties"] or {}
 
 
 def _table_properties(spark: SparkSession, location: str) -> dict[str, str]:
     """The table's properties; a local table's from its log by delta-rs, without a Spark job."""
-    from deltalake import DeltaTable as RustTable
-
-    from pipeline import storage
-
-    local = storage.local_path(location)
-    if local is not None:
-        return dict(RustTable(str(local)).metadata().configuration)
-    return DeltaTable.forPath(spark, location).detail().first()["properties"] or {}
+    return _columns_and_properties(spark, location)[1]
 
 
 def upsert(
