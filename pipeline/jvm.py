@@ -3,14 +3,18 @@
 Resolution uses the Apache Ivy jar that ships inside pyspark, so a machine
 needs nothing but Python and Java (no Maven, no network at Spark start).
 Spark gets its extra jars through ``spark.jars`` (they also reach the
-executors of a cluster); the Kafka broker runs from its own folder.
+executors of a cluster); the Kafka broker runs from its own folder. Setup
+also builds a class-data-sharing archive of Spark's classes
+(``build_class_archive``), which every later Spark JVM maps at its start.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -135,8 +139,95 @@ def _archive_path() -> Path:
     import pyspark
 
     java_home = os.environ.get("JAVA_HOME") or str(Path(shutil.which("java") or "java").resolve())
-    key = re.sub(r"[^A-Za-z0-9]+", "-", f"{java_home}-{pyspark.__version__}")[-80:]
+    where = hashlib.sha1(f"{java_home}|{pyspark.__file__}".encode()).hexdigest()[:10]
+    key = re.sub(r"[^A-Za-z0-9]+", "-", f"{pyspark.__version__}-{where}")
     return CACHE_DIR / "jvm" / f"classes-{key}.jsa"
+
+
+# The run whose loaded classes go into the archive: small, so that it is quick, but
+# through every layer, so that it loads what any run loads (Delta, Parquet, the app's
+# readers). A larger run adds classes only for compiled code, which the archive skips.
+ARCHIVE_ORDERS = 300
+
+
+def build_class_archive(quiet: bool = True) -> Path:
+    """Build the class-data-sharing archive of Spark's classes (``make`` setup, once).
+
+    A fresh JVM spends seconds loading and verifying the ~19,000 classes a run
+    uses from Spark's jars; mapped from an archive they are ready at once. A
+    fresh ``python -m pipeline run all`` at 10,000 orders, interleaved pairs:
+    52.9/55.2 s -> 44.8/43.1 s; a session's start 7.5 -> 4.5 s (docs/
+    decisions.md, "Run shape"). The archive is made in two steps, as the JDK
+    does it: a small ``run all`` in a new process lists the classes it loads
+    (``-XX:DumpLoadedClassList``), then ``java -Xshare:dump`` writes them with
+    the class path that process was launched with. Classes of the jars Spark
+    adds at run time (``spark.jars``: Delta, Kafka) load as before. The JVM
+    checks the archive against its class path at each start and ignores it
+    when they differ, so a stale archive costs nothing but its benefit.
+    """
+    target = _archive_path()
+    if target.exists():
+        return target
+    fetch("spark")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shoplake-archive-") as tmp:
+        classes = Path(tmp) / "classes.lst"
+        command = _list_loaded_classes(Path(tmp), classes)
+        classpath = command[command.index("-cp") + 1]
+        modules = [a for a in command if a.startswith("--add-modules")]
+        partial = target.with_suffix(".jsa.partial")
+        dump = [
+            command[0],
+            "-Xshare:dump",
+            f"-XX:SharedClassListFile={classes}",
+            f"-XX:SharedArchiveFile={partial}",
+            "-Xlog:cds=off",
+            "-Xlog:cds+dynamic=off",
+            "-Xlog:gc+verify=off",
+            "-cp",
+            classpath,
+            *modules,
+        ]
+        done = subprocess.run(dump, capture_output=quiet, text=True)
+        if done.returncode != 0 or not partial.exists():
+            detail = ((done.stdout or "") + (done.stderr or ""))[-2000:]
+            raise RuntimeError(f"java -Xshare:dump failed:\n{detail}")
+        partial.replace(target)
+    return target
+
+
+def _list_loaded_classes(tmp: Path, classes: Path) -> list[str]:
+    """Run a small lake through ``python -m pipeline run all``, listing the classes its
+    JVM loads; return that JVM's command line (Spark's launcher prints it)."""
+    from pipeline.config import PROJECT_ROOT
+    from pipeline.sources.generate import generate
+
+    lake = tmp / "lake"
+    generate(lake, orders=ARCHIVE_ORDERS, batches=2, seed=3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "SHOPLAKE_"))}
+    env.update(
+        SHOPLAKE_LAKE=str(lake),
+        SHOPLAKE_CACHE=str(CACHE_DIR),
+        SHOPLAKE_SPARK_UI="false",
+        SHOPLAKE_JVM_OPTIONS=f"-XX:DumpLoadedClassList={classes}",
+        SPARK_PRINT_LAUNCH_COMMAND="1",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "all"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    launched = [
+        line.split("Spark Command: ", 1)[1]
+        for line in done.stderr.splitlines()
+        if line.startswith("Spark Command: ")
+    ]
+    if done.returncode != 0 or not launched or not classes.exists():
+        detail = (done.stdout + done.stderr)[-2000:]
+        raise RuntimeError(f"the run that lists Spark's classes failed:\n{detail}")
+    return shlex.split(launched[0])
 
 
 def jars(group: str) -> list[str]:
@@ -144,6 +235,11 @@ def jars(group: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    """``python -m pipeline.jvm [spark] [kafka]``: fetch the jars;
+    ``python -m pipeline.jvm archive``: build the class-data-sharing archive."""
+    if argv == ["archive"]:
+        print(f"class-data-sharing archive: {build_class_archive()}")
+        return 0
     groups = argv or list(GROUPS)
     for group in groups:
         path = fetch(group, quiet=True)

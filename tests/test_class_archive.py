@@ -1,0 +1,40 @@
+"""Spark's JVM starts from the class-data-sharing archive that setup builds (pipeline/jvm.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline import jvm
+from pipeline.config import PROJECT_ROOT
+
+
+def test_a_new_spark_jvm_loads_sparks_classes_from_the_archive(tmp_path: Path) -> None:
+    archive = jvm.class_archive()
+    assert archive is not None, "make setup builds the archive (python -m pipeline.jvm archive)"
+    log = tmp_path / "loaded.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_")}
+    # -Xshare:on: the JVM refuses to start unless it can map the archive for this class path.
+    env.update(
+        SHOPLAKE_JVM_OPTIONS=f"-Xshare:on -Xlog:class+load=info:file={log}",
+        SHOPLAKE_LAKE=str(tmp_path / "lake"),
+        SHOPLAKE_SPARK_UI="false",
+    )
+    code = "from pipeline.spark import get_spark; get_spark(short_run=True).range(3).count()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Classes of pyspark's own jars: from the archive, not the jars. (Lambdas are made at
+    # run time, and the jars Spark adds itself, Delta's, load through Spark's own loader.)
+    loaded = [line for line in log.read_text().splitlines() if " org.apache.spark." in line]
+    shared = sum("source: shared objects file" in line for line in loaded)
+    from_jars = sum("/pyspark/jars/" in line for line in loaded)
+    assert shared > 3000 and from_jars < shared / 20, (shared, from_jars)
