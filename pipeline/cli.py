@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class CliError(RuntimeError):
     """A failure with a message meant for the person at the terminal."""
+
+
+def run_all_in_new_process(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m pipeline run all`` in a process of its own, as a scheduler starts it
+    (its own JVM, its own compiler choice); output captured for the caller."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "all"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _progress(message: str, fraction: float) -> None:

@@ -199,6 +199,7 @@ def build_class_archive(quiet: bool = True) -> Path:
 def _list_loaded_classes(tmp: Path, classes: Path) -> list[str]:
     """Run a small lake through ``python -m pipeline run all``, listing the classes its
     JVM loads; return that JVM's command line (Spark's launcher prints it)."""
+    from pipeline.cli import run_all_in_new_process
     from pipeline.config import PROJECT_ROOT
     from pipeline.sources.generate import generate
 
@@ -212,13 +213,7 @@ def _list_loaded_classes(tmp: Path, classes: Path) -> list[str]:
         SHOPLAKE_JVM_OPTIONS=f"-XX:DumpLoadedClassList={classes}",
         SPARK_PRINT_LAUNCH_COMMAND="1",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "all"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    done = run_all_in_new_process(env, PROJECT_ROOT)
     launched = [
         line.split("Spark Command: ", 1)[1]
         for line in done.stderr.splitlines()

@@ -216,6 +216,8 @@ def fresh_process(
     """Time ``python -m pipeline run all`` in new processes, each on a fresh copy of
     ``landing``: the wall clock of the whole process, JVM start included, as a user
     at the terminal sees it. The code is ``root``'s (run from there)."""
+    from pipeline.cli import run_all_in_new_process
+
     out = []
     for _ in range(reps):
         lake = Path(tempfile.mkdtemp(prefix="shoplake-fresh-"))
@@ -224,13 +226,7 @@ def fresh_process(
             run_env = {**(env or os.environ), "SHOPLAKE_LAKE": str(lake), "PYTHONPATH": str(root)}
             run_env.setdefault("SHOPLAKE_SPARK_UI", "false")
             t0 = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "pipeline", "run", "all"],
-                cwd=root,
-                env=run_env,
-                capture_output=True,
-                text=True,
-            )
+            done = run_all_in_new_process(run_env, root)
             seconds = time.perf_counter() - t0
             if done.returncode != 0:
                 tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
