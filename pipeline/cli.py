@@ -66,9 +66,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.registry import steps_for
     from pipeline.runner import landing_bytes, run
     from pipeline.spark import SHORT_RUN_BYTES, get_spark
 
+    try:
+        steps_for(args.layer)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     started = time.perf_counter()
     spark = get_spark(short_run=landing_bytes() < SHORT_RUN_BYTES)  # runs once and exits
     result = run(args.layer, spark=spark, progress=_progress, full_refresh=args.full_refresh)
@@ -153,8 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.set_defaults(func=cmd_generate)
 
-    run = sub.add_parser("run", help="run a layer of the pipeline, or all")
-    run.add_argument("layer", nargs="?", default="all", choices=["bronze", "silver", "gold", "all"])
+    run = sub.add_parser("run", help="run a layer of the pipeline, all, or one table's lineage")
+    run.add_argument(
+        "layer",
+        nargs="?",
+        default="all",
+        metavar="TARGET",
+        help="bronze, silver, gold, all (the default), or a step such as gold.daily_sales "
+        "(it runs with the steps it reads from)",
+    )
     run.add_argument(
         "--full-refresh",
         action="store_true",

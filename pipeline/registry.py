@@ -110,6 +110,27 @@ def all_steps() -> list[Step]:
 
 
 def steps_for(target: str) -> list[Step]:
-    if target not in (*LAYERS, "all"):
-        raise ValueError(f"unknown target {target!r}: choose bronze, silver, gold or all")
-    return [s for s in all_steps() if target == "all" or s.layer == target]
+    """A layer's steps, all of them, or one step with every step upstream of it.
+
+    ``gold.revenue_anomalies`` runs the Bronze and Silver steps it reads from,
+    gold.daily_sales and itself, and leaves the other Gold tables alone: a
+    table brought up to date costs only its own lineage.
+    """
+    steps = all_steps()
+    if target in (*LAYERS, "all"):
+        return [s for s in steps if target == "all" or s.layer == target]
+    by_name = {s.name: s for s in steps}
+    if target not in by_name:
+        raise ValueError(
+            f"unknown target {target!r}: choose bronze, silver, gold, all or one step "
+            f"({', '.join(by_name)})"
+        )
+    producers = {table: s.name for s in steps for table in s.outputs}
+    wanted: set[str] = set()
+    pending = [target]
+    while pending:
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending += [producers[t] for t in by_name[name].inputs if t in producers]
+    return [s for s in steps if s.name in wanted]

@@ -9,6 +9,7 @@ Delta Lake and the Kafka connector come from the jars fetched by
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 
@@ -78,13 +79,24 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
     }
 
 
+# The garbage collector for the driver: the throughput collector. A run is batch work on
+# a small heap (2 GB), where G1's concurrent bookkeeping costs CPU the two cores need for
+# Spark. Warm 10,000-order runs, two sessions each way, runs 2-4 of each: median
+# 16.3 -> 14.3 s full, 15.6 -> 12.5 s incremental, 28.8 -> 24.3 JVM CPU seconds a full run
+# (docs/decisions.md, "Run shape").
+GC_JVM_OPTIONS = "-XX:+UseParallelGC"
+
+
 def _jvm_options(short_run: bool = False) -> str:
     """SHOPLAKE_JVM_OPTIONS, plus the class-data-sharing archive when one was built for
     this JVM and these jars (``pipeline.jvm``): a fresh process loads Spark's classes
     from it instead of from the jars. ``short_run``: ``SHORT_RUN_JVM_OPTIONS``, unless
-    SHOPLAKE_JVM_OPTIONS chooses the compiler itself."""
+    SHOPLAKE_JVM_OPTIONS chooses the compiler itself; ``GC_JVM_OPTIONS`` unless it
+    chooses the collector."""
     chosen = spark_settings().jvm_options
     options = [chosen]
+    if not re.search(r"-XX:\+Use\w*GC\b", chosen):
+        options.append(GC_JVM_OPTIONS)
     if short_run and "TieredStopAtLevel" not in chosen:
         options.append(SHORT_RUN_JVM_OPTIONS)
     archive = jvm.class_archive()

@@ -6,7 +6,9 @@ Lakes live in temporary folders; SHOPLAKE_LAKE points at the one a test uses
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,22 +38,20 @@ def lake_at(path: Path) -> Iterator[Path]:
 # The files that take longest (each a few minutes of pipeline runs) go first, so that
 # under `make test`'s two workers (pytest-xdist, --dist loadfile) no long file starts
 # last while the other worker idles. Within a file the order is unchanged.
-LONGEST_FIRST = (  # seconds per file in one `make test` (three workers, --durations=0)
-    "test_incremental.py",  # 342
-    "test_cluster.py",  # 334
-    "test_live_crash.py",  # 222
-    "test_writers.py",  # 219
-    "test_anomalies.py",  # 210
-    "test_pages.py",  # 194
-    "test_pipeline.py",  # 138
-    "test_browser.py",  # 135
-    "test_crash.py",  # 127
-    "test_cli.py",  # 125
-    "test_live.py",  # 118
-    "test_corpus.py",  # 114
-    "test_quality.py",  # 60
-    "test_import.py",  # 58
-    "test_bench.py",  # 33
+LONGEST_FIRST = (  # seconds per file in one `make test` (two workers, --durations=0)
+    "test_incremental.py",  # 244
+    "test_cluster.py",  # 201
+    "test_writers.py",  # 134
+    "test_anomalies.py",  # 110
+    "test_live_crash.py",  # 102
+    "test_browser.py",  # 101
+    "test_crash.py",  # 92
+    "test_pipeline.py",  # 79
+    "test_pages.py",  # 77
+    "test_live.py",  # 72
+    "test_corpus.py",  # 70
+    "test_import.py",  # 37
+    "test_cli.py",  # 30
 )
 
 
@@ -71,17 +71,37 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def populated_lake(spark, tmp_path_factory) -> Path:
-    """A lake built by the generator and one full run: read-only for the tests that share it."""
+def populated_lake(spark, tmp_path_factory, worker_id: str) -> Path:
+    """A lake built by the generator and one full run: read-only for the tests that share it.
+
+    Under `make test`'s workers it is built once, not once per worker: the first worker
+    that needs it builds it in the folder the workers share, holding a lock; the others
+    wait for the lock and read the same files (pytest-xdist's recipe for a session
+    fixture shared by workers). A build that fails leaves no marker: the next one retries.
+    """
+    if worker_id == "master":  # one process: nothing to share
+        root = tmp_path_factory.mktemp("populated_lake")
+        _populate(spark, root)
+        return root
+    shared = tmp_path_factory.getbasetemp().parent  # this test session's, not an older one's
+    root, built = shared / "populated_lake", shared / "populated_lake.built"
+    with open(shared / "populated_lake.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            _populate(spark, root)
+            built.touch()
+    return root
+
+
+def _populate(spark, root: Path) -> None:
     from pipeline.runner import run
     from pipeline.sources.generate import generate
 
-    root = tmp_path_factory.mktemp("populated_lake")
     with lake_at(root):
         generate(root, **POPULATED)
         result = run("all", spark=spark)
         assert result.ok, result.error
-    return root
 
 
 @pytest.fixture()

@@ -137,14 +137,16 @@ def labelled_lake(tmp_path_factory) -> Path:
     """A dense generated lake (about 220 orders a day: the contract's 200+ shop) with 8
     promotions and 4 outages; clean data in one batch keeps the run short.
 
-    The run is `python -m pipeline run all` in a process of its own, as a scheduler
-    starts it: its 24 MB of landing files get the JVM's default compiler, which at this
-    size is faster than the test session's quick one (docs/decisions.md, "Run shape").
+    The run is `python -m pipeline run gold.revenue_anomalies` in a process of its own,
+    as a scheduler starts it: the table's whole lineage from the landing files (every
+    Bronze and Silver step, gold.daily_sales), without the Gold tables it does not read.
+    Its 24 MB of landing files get the JVM's default compiler, which at this size is
+    faster than the test session's quick one (docs/decisions.md, "Run shape").
     """
     root = tmp_path_factory.mktemp("labelled_lake")
     generate(root, orders=80_000, batches=1, seed=3, defect_rate=0, promotions=8, outages=4)
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "all"],
+        [sys.executable, "-m", "pipeline", "run", "gold.revenue_anomalies"],
         cwd=ROOT,
         env={**os.environ, "SHOPLAKE_LAKE": str(root), "SHOPLAKE_SPARK_UI": "false"},
         capture_output=True,

@@ -1,4 +1,5 @@
-"""Spark's JVM starts from the class-data-sharing archive that setup builds (pipeline/jvm.py)."""
+"""Spark's JVM starts from the class-data-sharing archive that setup builds (pipeline/jvm.py),
+with the collector pipeline/spark.py chooses."""
 
 from __future__ import annotations
 
@@ -38,3 +39,10 @@ def test_a_new_spark_jvm_loads_sparks_classes_from_the_archive(tmp_path: Path) -
     shared = sum("source: shared objects file" in line for line in loaded)
     from_jars = sum("/pyspark/jars/" in line for line in loaded)
     assert shared > 3000 and from_jars < shared / 20, (shared, from_jars)
+
+
+def test_a_spark_jvm_collects_with_the_throughput_collector(spark) -> None:
+    """GC_JVM_OPTIONS reaches the driver: its collectors are the parallel ones, not G1's."""
+    management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+    names = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
+    assert names == {"PS Scavenge", "PS MarkSweep"}, names

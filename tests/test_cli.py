@@ -67,6 +67,14 @@ def test_empty_landing_zone_exits_one_with_a_hint(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_an_unknown_target_is_named_with_the_choices(tmp_path):
+    done = _cli("run", "gold.nothing", lake_root=tmp_path)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert "unknown target 'gold.nothing'" in last and "gold.revenue_anomalies" in last
+    assert "Traceback" not in done.stderr
+
+
 def test_corrupt_table_is_reported_by_name(populated_lake, tmp_path):
     copy = tmp_path / "lake"
     shutil.copytree(populated_lake, copy)

@@ -74,3 +74,15 @@ def test_a_short_run_uses_the_quick_compiler_unless_told_otherwise(monkeypatch) 
     options = _jvm_options(short_run=True)
     assert "-XX:TieredStopAtLevel=4 -Xss4m" in options
     assert SHORT_RUN_JVM_OPTIONS not in options
+
+
+def test_a_step_target_runs_its_lineage_only() -> None:
+    from pipeline.registry import steps_for
+
+    names = {s.name for s in steps_for("gold.revenue_anomalies")}
+    assert {"gold.revenue_anomalies", "gold.daily_sales", "silver.fact_sales"} <= names
+    assert {"bronze.orders", "bronze.order_items", "silver.orders"} <= names
+    assert not names & {"gold.customer_rfm", "gold.category_sales", "gold.sales_cells"}
+    assert {s.name for s in steps_for("bronze.orders")} == {"bronze.orders"}
+    with pytest.raises(ValueError, match="unknown target 'gold.nothing'"):
+        steps_for("gold.nothing")
