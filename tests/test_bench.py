@@ -161,6 +161,7 @@ def test_small_lake_section_renders_before_after_and_targets():
             "fresh_process": {"seconds": harness.stats([50.0, 45.0, 41.0]), "commits": 9},
             "duckdb": {"seconds": harness.stats([0.8]), "layers": {}, "peak_memory_gb": 0.2},
             "warm": {
+                "settle": [{"full": 21.2, "incremental": 13.4}],
                 "pairs": [{"full": after_full, "incremental": after_inc}],
                 "full": harness.run_summary([after_full]),
                 "incremental": harness.run_summary([after_inc]),
@@ -179,6 +180,11 @@ def test_small_lake_section_renders_before_after_and_targets():
 
     text = harness.render_markdown(result)
     assert "## Small lake (10,000 orders)" in text
+    # the untimed pair at the small size is named with its seconds, outside the medians
+    assert (
+        "Before them, 1 untimed pair(s) on the same files took full 21.2 s, incremental 13.4 s "
+        in text
+    )
     assert "| `run all`, fresh process | 88.0 s | 45.0 s | 0.51x |" in text
     assert "| `run all`, warm session | 60.0 s | 12.0 s | 0.20x |" in text
     assert "| incremental run after a 1 % append | 90.0 s | 8.0 s | 0.09x |" in text

@@ -89,6 +89,7 @@ class Plan:
     small_orders: int = 10_000  # the small-lake section (0: none)
     small_fresh_reps: int = 3  # `python -m pipeline run all` processes, taken first
     small_warm_pairs: int = 3  # full + 1 % incremental pairs in one warm session
+    small_settle_pairs: int = 1  # untimed pairs at the small size before those (run_cost)
     small_duckdb_reps: int = 3
     seed: int = 42
     defect_rate: float = 0.02
@@ -110,6 +111,7 @@ QUICK = Plan(
     warmup_orders=500,
     small_fresh_reps=1,
     small_warm_pairs=1,
+    small_settle_pairs=0,
     small_duckdb_reps=1,
 )
 FULL = Plan(
@@ -459,6 +461,7 @@ def task_run_cost(p: dict) -> dict:
         landing=Path(p["landing"]),
         pairs=p["pairs"],
         budget_seconds=p.get("budget_seconds"),
+        settle_pairs=p.get("settle_pairs", 0),
     )
 
 
@@ -1054,6 +1057,7 @@ def _small_lake(bench: Bench) -> dict | None:
             "orders": size,
             "landing": str(lake / "landing"),
             "pairs": plan.small_warm_pairs,
+            "settle_pairs": plan.small_settle_pairs,
             # the first pair is mandatory; more only within a fifth of the bench's budget
             "budget_seconds": plan.budget_seconds / 5,
             "seed": plan.seed,
@@ -1074,6 +1078,11 @@ def _small_lake(bench: Bench) -> dict | None:
         "session_start_seconds": res.data["session_start_seconds"],
         "warmup_seconds": res.data.get("warmup_seconds"),
         "peak_memory_gb": gb(res.peak_bytes),
+        # untimed, at this size: what the first runs after a small warm-up take
+        "settle": [
+            {kind: pair[kind]["seconds"] for kind in ("full", "incremental") if kind in pair}
+            for pair in res.data.get("settle", [])
+        ],
         "pairs": pairs,
         "full": run_summary([p["full"] for p in pairs]),
         "incremental": run_summary([p["incremental"] for p in pairs if "incremental" in p]),
@@ -1376,6 +1385,21 @@ def render_step_table(after: dict | None, before: dict | None) -> list[str]:
     return lines
 
 
+def _settled(settle: list[dict]) -> str:
+    """The untimed pairs at the small size, with their seconds (they are not in the medians)."""
+    if not settle:
+        return ""
+    took = "; ".join(
+        f"full {p['full']:.1f} s"
+        + (f", incremental {p['incremental']:.1f} s" if "incremental" in p else "")
+        for p in settle
+    )
+    return (
+        f" Before them, {len(settle)} untimed pair(s) on the same files took {took} "
+        "(the JIT still compiling the code a run at this size uses)."
+    )
+
+
 def render_small_lake(r: dict) -> list[str]:
     """The small-lake section: the run's fixed cost, before | after, and per step."""
     small = r.get("small_lake")
@@ -1404,8 +1428,8 @@ def render_small_lake(r: dict) -> list[str]:
         f"{len(warm.get('pairs', []))} full run(s), each followed by a 1 % append's "
         f"incremental run, after an untimed warm-up on a 2,000-order scratch lake "
         f"(full {_spread(a_full.get('seconds'))}, incremental "
-        f"{_spread(a_inc.get('seconds'))}). DuckDB rebuilt everything from the same landing "
-        f"files in {_spread(duck.get('seconds'))}.",
+        f"{_spread(a_inc.get('seconds'))}).{_settled(warm.get('settle') or [])} DuckDB "
+        f"rebuilt everything from the same landing files in {_spread(duck.get('seconds'))}.",
         "",
         "| measure | before | after | after / before |",
         "|---|---|---|---|",
@@ -1645,8 +1669,10 @@ def render_markdown(r: dict) -> str:
         "- Small lake: the fresh processes are `python -m pipeline run all` started by the "
         "bench on copies of the landing files, first of all its measurements, and timed from "
         "outside (interpreter and JVM start included); the warm session is one worker "
-        "(`pipeline/bench/run_cost.py`) that warms up on a 2,000-order scratch lake, then "
-        "runs full/incremental pairs on new copies of the same files, as many as a fifth of "
+        "(`pipeline/bench/run_cost.py`) that warms up on a 2,000-order scratch lake and with "
+        "one untimed full/incremental pair on the same files (a session the app keeps has "
+        "run its lake before), then "
+        "runs timed full/incremental pairs on new copies of the same files, as many as a fifth of "
         "the budget allows (at most "
         f"{(r.get('small_lake') or {}).get('warm_pairs_planned', 3)}). Spark jobs are "
         "the jobs the session started during the run (its bookkeeping outside the steps "
