@@ -541,8 +541,9 @@ def _table_properties(spark: SparkSession, location: str) -> dict[str, str]:
 RUST_MERGE_MAX_BYTES = 256 * 1024 * 1024
 
 
-def merge_target(layer: str, table: str) -> str | None:
-    """Where a MERGE into the table is committed by delta-rs instead of Spark, or None.
+def merge_target(layer: str, table: str):
+    """The delta-rs table a MERGE into the table is committed through instead of
+    Spark, or None.
 
     An increment's change set is small next to the table (a 1 % append at
     1,000,000 orders: some ten thousand rows). Spark still computes it; merged
@@ -567,7 +568,7 @@ def merge_target(layer: str, table: str) -> str | None:
         return None
     # delta-rs rewrites every file a MERGE touches in memory: a large table stays Spark's
     sizes = pa.table(found.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
-    return local if sum(s or 0 for s in sizes) <= RUST_MERGE_MAX_BYTES else None
+    return found if sum(s or 0 for s in sizes) <= RUST_MERGE_MAX_BYTES else None
 
 
 def _merge(
@@ -579,6 +580,7 @@ def _merge(
     delete_when: str | None,
     update_when: str | None,
     insert_when: str,
+    deletion_vectors: bool = True,
 ) -> None:
     """One MERGE of ``source`` (alias ``s``) into the table (alias ``t``), by delta-rs
     where ``merge_target`` allows, else by Spark; the same clauses either way.
@@ -587,17 +589,20 @@ def _merge(
     keys); a matched row is deleted where ``delete_when``, else updated with all
     of the source's columns where ``update_when``; an unmatched row is inserted
     where ``insert_when``. The conditions are plain SQL both engines read.
+    ``deletion_vectors``: a Spark MERGE gives the table them (``use_deletion_vectors``).
     """
+    rust = merge_target(layer, table)
+    if rust is None and deletion_vectors:
+        use_deletion_vectors(source.sparkSession, layer, table)
+    declare_stats(source.sparkSession, layer, table)
     columns = [c for c in source.columns if c != DELETE]
-    local = merge_target(layer, table)
-    if local is not None:
+    if rust is not None:
         equal = [f'(s."{k}" IS NOT DISTINCT FROM t."{k}")' for k in keys]
         values = {c: f's."{c}"' for c in columns}
         data = nullable(source.toArrow())
         with writing(layer, table):
-            merger = rust_table_at(local).merge(
-                data, " AND ".join(filter(None, [on_first, *equal])), "s", "t"
-            )
+            rust.update_incremental()  # the version the lock lets this MERGE commit on
+            merger = rust.merge(data, " AND ".join(filter(None, [on_first, *equal])), "s", "t")
             if delete_when:
                 merger = merger.when_matched_delete(predicate=delete_when)
             if update_when:
@@ -634,10 +639,6 @@ def upsert(
     """
     from pyspark.sql import functions as F
 
-    if deletion_vectors and merge_target(layer, table) is None:
-        use_deletion_vectors(df.sparkSession, layer, table)
-    declare_stats(df.sparkSession, layer, table)
-
     columns = [c for c in df.columns if c != DELETE]
     hashed = df.select(
         *columns,
@@ -653,6 +654,7 @@ def upsert(
         delete_when=f"s.{DELETE}",
         update_when=f"NOT s.{DELETE} AND t._row_hash <> s._row_hash",
         insert_when=f"NOT s.{DELETE}",
+        deletion_vectors=deletion_vectors,
     )
 
 
@@ -667,9 +669,6 @@ def replace_groups(df: DataFrame, layer: str, table: str, groups: DataFrame) -> 
     """
     from pyspark.sql import functions as F
 
-    if merge_target(layer, table) is None:
-        use_deletion_vectors(df.sparkSession, layer, table)
-    declare_stats(df.sparkSession, layer, table)
     keys = groups.columns
     deletes = groups.select(*keys, F.lit(True).alias(DELETE))
     changes = df.withColumn(DELETE, F.lit(False)).unionByName(deletes, allowMissingColumns=True)
