@@ -325,6 +325,8 @@ _SILVER = (
         f"line_gross {MONEY}",
         f"line_net {MONEY}",
         f"line_cost {MONEY}",
+        "first_in_category boolean",
+        "first_for_product boolean",
         doc="one row per order line, with net revenue and cost",
     ),
     _batch(

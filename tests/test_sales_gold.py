@@ -63,6 +63,25 @@ def test_sales_cells_match_reference(populated_lake, rows) -> None:
         assert g["is_revenue_bearing"] == (key[4] in reference.REVENUE), key
 
 
+@pytest.mark.parametrize(
+    ("flag", "group"),
+    [("first_in_category", "category"), ("first_for_product", "product_id")],
+)
+def test_fact_flags_stand_for_each_order_once(populated_lake, flag: str, group: str) -> None:
+    """Gold counts an order once per category (product) by summing silver.fact_sales'
+    flag: exactly one line of each order and category (product) carries it."""
+    import pyarrow.compute as pc
+
+    fact = delta_arrow(str(populated_lake / "silver" / "fact_sales"))
+    flagged = fact.append_column("_flag", pc.cast(fact.column(flag), "int64"))
+    per_group = flagged.group_by(["order_id", group]).aggregate(
+        [("_flag", "sum"), ("_flag", "count")]
+    )
+    assert per_group.num_rows > 0
+    assert set(per_group.column("_flag_sum").to_pylist()) == {1}
+    assert max(per_group.column("_flag_count").to_pylist()) > 1, "a group of several lines"
+
+
 def test_sales_orders_match_reference(populated_lake, rows) -> None:
     want = reference.sales_orders(*rows)
     got = {
@@ -229,6 +248,7 @@ def test_hand_written_orders_build_and_read_as_the_reference(spark) -> None:
     from pyspark.sql import functions as F
 
     from pipeline.gold import sales_cells
+    from pipeline.silver import model
 
     orders, lines = _hand_rows()
     by_id = {o["order_id"]: o for o in orders}
@@ -243,13 +263,14 @@ def test_hand_written_orders_build_and_read_as_the_reference(spark) -> None:
         )
         for line in lines
     ]
-    fact = spark.createDataFrame(
-        fact_rows,
+    fact_lines = spark.createDataFrame(
+        [dict(row, line_no=n) for n, row in enumerate(fact_rows, start=1)],
         "order_id string, product_id string, product_name string, category string, "
         "quantity int, line_gross decimal(18,2), line_net decimal(18,2), "
         "line_cost decimal(18,2), order_date date, country string, channel string, "
-        "status string, is_revenue_bearing boolean",
+        "status string, is_revenue_bearing boolean, line_no int",
     )
+    fact = model.with_order_flags(fact_lines)
     built = {
         "sales_cells": sales_cells.build_cells(fact),
         "sales_orders": sales_cells.build_orders(silver_orders, fact),

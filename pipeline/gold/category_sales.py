@@ -10,6 +10,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from pipeline.gold import sales_cells
+
 MONEY = "decimal(18,2)"
 
 
@@ -17,7 +19,7 @@ def build(fact_sales: DataFrame) -> DataFrame:
     revenue_lines = fact_sales.filter(F.col("is_revenue_bearing")).select(
         F.trunc("order_date", "month").alias("month"),
         "category",
-        "order_id",
+        "first_in_category",
         "quantity",
         "line_net",
         F.when(F.col("line_cost").isNotNull(), F.col("line_net") - F.col("line_cost")).alias(
@@ -25,7 +27,7 @@ def build(fact_sales: DataFrame) -> DataFrame:
         ),
     )
     per_category = revenue_lines.groupBy("month", "category").agg(
-        F.count_distinct("order_id").alias("orders"),
+        sales_cells.distinct_orders("first_in_category"),
         F.sum("quantity").alias("units"),
         F.sum("line_net").alias("net_revenue"),
         F.sum("line_margin").alias("gross_margin"),  # sum() skips nulls; all null -> null
