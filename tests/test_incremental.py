@@ -222,3 +222,15 @@ def test_small_sources_recomputed_pass_their_keys_to_the_fact(spark, tmp_path: P
         after = _snapshot(spark)
         _run(spark, "silver", full_refresh=True)
         assert _snapshot(spark) == after
+
+
+def test_a_fact_table_without_this_versions_columns_is_rebuilt(spark, base_lake: Path) -> None:
+    """An older lake's silver.fact_sales (no order flags) is rebuilt, not merged into."""
+    with lake_at(base_lake):
+        older = lake.read(spark, "silver", "fact_sales").drop("first_in_category")
+        lake.overwrite(older, "silver", "fact_sales")
+        generate(base_lake, orders=10, seed=23, defect_rate=0.05, append=True)
+        result = _bronze_and_silver(spark)
+        notes = _step(result, "silver.fact_sales").notes
+        assert any("lacks columns" in n for n in notes), notes
+        assert "first_in_category" in lake.read(spark, "silver", "fact_sales").columns

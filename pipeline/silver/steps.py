@@ -645,6 +645,8 @@ def _build_fact(
         reason = "a Silver table was recomputed"
     elif state is None or earlier is None or not lake.exists(spark, "silver", "fact_sales"):
         reason = "first build"
+    elif set(catalog.columns("silver", "fact_sales")) - set(_silver_columns(spark, "fact_sales")):
+        reason = "the table lacks columns this version adds"
     elif lake.row_count(spark, "bronze", "order_items") < incremental.recompute_below():
         reason = "a small table (a rebuild costs less than a MERGE)"
     elif earlier.filter(F.col("key").isNull()).limit(1).count():
@@ -697,6 +699,11 @@ def _build_fact(
     )
     ctx.defer("silver", incremental.STATE_TABLE, incremental.STATE_SCHEMA, [state_row])
     return note, built
+
+
+def _silver_columns(spark: SparkSession, table: str) -> list[str]:
+    """The stored table's columns (an older lake's fact_sales lacks the order flags)."""
+    return lake.read(spark, "silver", table).columns
 
 
 def _changed_products(spark: SparkSession, since: int | None) -> DataFrame | None:
