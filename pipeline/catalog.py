@@ -76,6 +76,10 @@ class Table:
     writers: tuple[str, ...]  # step names, RUNNER or LIVE; one step for a batch table
     description: str = ""
     stats: tuple[str, ...] | None = None  # see stats_columns; None: the grain's
+    # Rows grow with the calendar (a row per day, or per month and category), not
+    # with the orders: small at any lake size, so its writes collect the rows
+    # (pipeline.lake.collect_target).
+    by_calendar: bool = False
 
     @property
     def stats_columns(self) -> tuple[str, ...]:
@@ -133,8 +137,9 @@ def _batch(
     *cols: str,
     doc: str = "",
     stats: tuple[str, ...] | None = None,
+    by_calendar: bool = False,
 ):
-    return Table(layer, name, grain, _cols(*cols), "batch", (step,), doc, stats)
+    return Table(layer, name, grain, _cols(*cols), "batch", (step,), doc, stats, by_calendar)
 
 
 MONEY = "decimal(18,2)"
@@ -443,6 +448,7 @@ _GOLD = (
         "new_customers bigint",
         "cancelled_orders bigint",
         "returned_orders bigint",
+        by_calendar=True,
     ),
     _batch(
         "gold",
@@ -456,6 +462,7 @@ _GOLD = (
         f"net_revenue {MONEY}",
         f"gross_margin {MONEY}",
         "revenue_share double",
+        by_calendar=True,
     ),
     _batch(
         "gold",
@@ -486,6 +493,7 @@ _GOLD = (
         "score double",
         "is_anomaly boolean",
         "direction string",
+        by_calendar=True,
     ),
 )
 

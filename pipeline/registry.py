@@ -7,6 +7,7 @@ gold.pipeline_runs and gold.dq_results.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import threading
 from collections.abc import Callable, Sequence
@@ -17,6 +18,13 @@ from pyspark.sql import SparkSession
 from pipeline.quality.expectations import RuleCount
 
 LAYERS = ("bronze", "silver", "gold")
+
+# The session the current thread's step runs in when it is not the run's own: a
+# small step's on a large lake (pipeline.runner.small_step). Set by the runner for
+# every step it starts, since a pool thread keeps its context from one step to the next.
+step_session: contextvars.ContextVar[SparkSession | None] = contextvars.ContextVar(
+    "step_session", default=None
+)
 
 
 @dataclass
@@ -32,7 +40,7 @@ class Context:
     files again, against the tables as the last recorded state left them).
     """
 
-    spark: SparkSession
+    session: SparkSession  # the run's; steps use ``spark``
     run_id: str
     started_at: dt.datetime
     full_refresh: bool = False  # recompute incremental Silver tables from all of Bronze
@@ -42,6 +50,11 @@ class Context:
     # revenue-bearing net revenue of silver.fact_sales as this run left it (Gold reconciles)
     silver_net_revenue: object = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def spark(self) -> SparkSession:
+        """The session the current step runs in: the run's, or a small step's own."""
+        return step_session.get() or self.session
 
     def defer(self, layer: str, table: str, schema: object, rows: Sequence[tuple]) -> None:
         """Rows for ``layer.table``, appended by the runner when the run ends."""

@@ -203,3 +203,107 @@ def test_a_table_with_other_statistics_gets_the_catalogs_once(spark, tmp_path) -
         assert lake.latest_version(spark, "gold", "daily_sales") == before + 3
         lake.overwrite(frame, "gold", "daily_sales")
         assert _stats_kept(tmp_path / "gold" / "daily_sales") == {"order_date"}
+
+
+def test_sparks_sync_into_a_table_delta_rs_created_sets_its_statistics(spark, tmp_path) -> None:
+    """``sync`` holds the table's lock while Spark's writer first sets the catalog's
+    statistics on a table delta-rs created (``declare_stats`` commits under the same
+    lock): the lock is reentrant, where this used to wait on itself for ever."""
+    import threading
+
+    from pyspark.sql import functions as F
+
+    from pipeline import lake
+
+    with lake_at(tmp_path):
+        frame = spark.createDataFrame(
+            [(dt.date(2026, 1, day), day, Decimal("1.00")) for day in range(1, 4)],
+            "order_date date, orders bigint, net_revenue decimal(18,2)",
+        )
+        lake.write_arrow(lake.path("gold", "daily_sales"), frame.toArrow(), "overwrite")
+        changed = frame.withColumn("orders", F.col("orders") + 1)
+        wrote: list[bool] = []
+        worker = threading.Thread(  # a thread of its own: Spark's writer, and a timeout
+            target=lambda: wrote.append(lake.sync(changed, "gold", "daily_sales", ["order_date"])),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(timeout=120)
+        assert wrote == [True], "sync did not finish within two minutes"
+        assert _last_engine(tmp_path / "gold" / "daily_sales") == "spark"
+        assert _stats_kept(tmp_path / "gold" / "daily_sales") == {"order_date"}
+
+
+def _last_engine(table: Path) -> str:
+    """Which engine made the table's last commit, from its commitInfo."""
+    import json
+
+    last = max((table / "_delta_log").glob("*.json"))
+    for line in last.read_text().splitlines():
+        info = json.loads(line).get("commitInfo")
+        if info is not None:
+            return "spark" if "Apache-Spark" in info.get("engineInfo", "") else "delta-rs"
+    raise AssertionError(f"{last} has no commitInfo")
+
+
+def test_a_large_lakes_small_gold_tables_are_collected(spark, lakes, tmp_path, monkeypatch) -> None:
+    """On a lake too large for small_writes, Gold tables that follow the calendar, and
+    those whose last version held few rows, are collected and committed by delta-rs;
+    the rest stay Spark's; the rows are the same either way."""
+    from pipeline import lake, runner
+
+    root = tmp_path / "lake"
+    shutil.copytree(lakes["spark"][0], root)
+    monkeypatch.delenv("SHOPLAKE_WRITER", raising=False)
+    monkeypatch.setattr(runner, "small_writes", lambda landing=None: False)
+    gold = [t for t in catalog.tables(kind=("batch",)) if t.layer == "gold"]
+    with lake_at(root):  # every table of this lake is a few hundred rows
+        assert lake.logged_row_count("gold", "customer_rfm") < lake.COLLECT_ROWS
+        assert lake.collect_target("gold", "customer_rfm") is not None
+        monkeypatch.setenv("SHOPLAKE_WRITER", "spark")
+        assert lake.collect_target("gold", "daily_sales") is None
+        monkeypatch.delenv("SHOPLAKE_WRITER")
+        monkeypatch.setattr(lake, "COLLECT_ROWS", 0)  # as if the rest were large
+        result = runner.run("gold", spark=spark)
+    assert result.ok, result.error
+    assert {t.name for t in gold if t.by_calendar} == {
+        "daily_sales",
+        "category_sales",
+        "revenue_anomalies",
+    }
+    for table in gold:
+        wanted = "delta-rs" if table.by_calendar else "spark"
+        assert _last_engine(root / "gold" / table.name) == wanted, table.name
+        assert _rows(root, "gold", table.name) == _rows(lakes["spark"][0], "gold", table.name)
+
+
+def test_a_large_lakes_small_steps_run_as_on_a_small_lake(
+    spark, lakes, tmp_path, monkeypatch
+) -> None:
+    """On a lake too large for small_writes, a step whose input tables are small runs
+    in a session of its own with a small lake's settings and writes through delta-rs;
+    the others keep the lake's; the rows are the same."""
+    from pipeline import lake, registry, runner
+
+    root = tmp_path / "lake"
+    shutil.copytree(lakes["spark"][0], root)
+    monkeypatch.delenv("SHOPLAKE_WRITER", raising=False)
+    monkeypatch.delenv("SHOPLAKE_CODEGEN", raising=False)
+    # a large lake: only a lake without landing files (the small steps' rule) is small
+    monkeypatch.setattr(runner, "small_lake", lambda landing=None: landing == 0)
+    steps = {s.name: s for s in registry.steps_for("all")}
+    with lake_at(root):
+        products = lake.logged_row_count("bronze", "products")
+        monkeypatch.setattr(runner, "SMALL_STEP_ROWS", products + 1)
+        assert runner.small_step(steps["silver.products"])
+        assert not runner.small_step(steps["silver.customers"])
+        assert not runner.small_step(steps["bronze.products"])  # reads landing files
+        result = runner.run("silver", spark=spark, full_refresh=True)
+    assert result.ok, result.error
+    assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
+    small = runner._small_session(spark)
+    assert small is not spark and small.conf.get("spark.sql.codegen.wholeStage") == "false"
+    assert _last_engine(root / "silver" / "products") == "delta-rs"
+    assert _last_engine(root / "silver" / "customers") == "spark"
+    for table in ("products", "customers", "orders", "quarantine"):
+        assert _rows(root, "silver", table) == _rows(lakes["spark"][0], "silver", table), table

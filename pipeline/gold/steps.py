@@ -72,10 +72,10 @@ def _publish(
 ) -> StepOutcome:
     """Check, then replace the table: two jobs (the checks, the write) on the staged rows.
 
-    On a small lake (``lake.arrow_target``) the rows are collected once, checked
-    in Arrow and committed by delta-rs: one job.
+    On a small lake, or for a table small at any size (``lake.collect_target``),
+    the rows are collected once, checked in Arrow and committed by delta-rs: one job.
     """
-    if lake.arrow_target("gold", table) is not None:
+    if lake.collect_target("gold", table) is not None:
         data = df.toArrow()
         out = StepOutcome(rows_in=rows_in, rows_out=data.num_rows)
         out.add_checks("gold", table, _arrow_checks(data, grain, reconcile_with))
