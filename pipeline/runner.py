@@ -330,17 +330,19 @@ def _execute(
 
     On a large lake a small step (``small_step``) gets a small lake's session and
     writers."""
-    small = not ctx.small_writes and small_step(step)
-    step_session.set(_small_session(ctx.session) if small else None)
-    spark = ctx.spark
+    spark = ctx.session
     group = f"{run_id}/{step.name}"
     lake.current_step.set(group)
-    lake.small_writes.set(ctx.small_writes or (small and small_writes(0)))
+    step_session.set(None)
+    lake.small_writes.set(ctx.small_writes)
     started, t0 = _now(), time.perf_counter()
     try:
         # A Spark Connect session has no SparkContext: the step fails here, saying so
         # (the batch pipeline needs a classic session: README "Running on a cluster").
         spark.sparkContext.setJobGroup(group, step.name, interruptOnCancel=True)
+        if not ctx.small_writes and small_step(step):
+            step_session.set(_small_session(spark))
+            lake.small_writes.set(small_writes(0))
         outcome: StepOutcome | None = step.run(ctx)
         fired = [c for c in outcome.checks if c.count.action == "fail" and c.count.rows_failed]
         status, error = "succeeded", None
