@@ -118,7 +118,7 @@ def overwrite(
 
 def overwrite_arrow(data: pa.Table, layer: str, table: str) -> None:
     """Replace a local table with rows already collected (``arrow_target`` said where)."""
-    local = _local(layer, table)
+    local = local_location(layer, table)
     if local is None:
         raise ValueError(f"{layer}.{table} is not a local table: write it with Spark")
     with writing(layer, table):
@@ -136,7 +136,7 @@ def arrow_target(layer: str, table: str) -> str | None:
     tables stay ordinary Delta tables both engines read and write. A remote
     root, or a lake above the size, is written by Spark.
     """
-    return _local(layer, table) if small_writes.get() else None
+    return local_location(layer, table) if small_writes.get() else None
 
 
 COLLECT_ROWS = 300_000  # a Gold table this small is collected at any lake size
@@ -165,31 +165,32 @@ def collect_target(layer: str, table: str) -> str | None:
         rows = logged_row_count(layer, table)
         if rows is None or rows > COLLECT_ROWS:
             return None
-    return _local(layer, table)
+    return local_location(layer, table)
 
 
-def _local(layer: str, table: str) -> str | None:
+def local_location(layer: str, table: str) -> str | None:
+    """The table's folder on this machine; None under a remote root."""
     from pipeline import storage
 
     local = storage.local_path(path(layer, table))
     return None if local is None else str(local)
 
 
-def _nullable_type(kind: pa.DataType) -> pa.DataType:
+def nullable_type(kind: pa.DataType) -> pa.DataType:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return pa.list_(pa.field("element", _nullable_type(kind.value_type), nullable=True))
+        return pa.list_(pa.field("element", nullable_type(kind.value_type), nullable=True))
     if pa.types.is_map(kind):
-        value = pa.field("value", _nullable_type(kind.item_type), nullable=True)
+        value = pa.field("value", nullable_type(kind.item_type), nullable=True)
         return pa.map_(kind.key_type, value)
     if pa.types.is_struct(kind):
-        return pa.struct([pa.field(f.name, _nullable_type(f.type), True) for f in kind])
+        return pa.struct([pa.field(f.name, nullable_type(f.type), True) for f in kind])
     return kind
 
 
 def nullable(table: pa.Table) -> pa.Table:
     """Spark marks computed columns NOT NULL; a Delta table must not inherit that
     (Spark's own writer stores every column nullable, and a later write may hold nulls)."""
-    schema = pa.schema([pa.field(f.name, _nullable_type(f.type), True) for f in table.schema])
+    schema = pa.schema([pa.field(f.name, nullable_type(f.type), True) for f in table.schema])
     return table.cast(schema)
 
 
@@ -241,7 +242,7 @@ def append_rows(
     (milliseconds, no Spark job), by Spark's writer to a remote one."""
     if not rows:
         return
-    local = _local(layer, table)
+    local = local_location(layer, table)
     if local is None:
         append(rows_frame(spark, rows, schema), layer, table)
         return
@@ -276,7 +277,7 @@ def latest_version(spark: SparkSession, layer: str, table: str) -> int | None:
 
 def _rust_table(layer: str, table: str):
     """The table opened by delta-rs when it is local and exists, else None."""
-    local = _local(layer, table)
+    local = local_location(layer, table)
     return None if local is None else rust_table_at(local)
 
 
@@ -587,7 +588,7 @@ def merge_target(layer: str, table: str):
     """
     if settings().writer == "spark":
         return None
-    local = _local(layer, table)
+    local = local_location(layer, table)
     found = None if local is None else rust_table_at(local)
     if found is None:
         return None

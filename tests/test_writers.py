@@ -131,8 +131,12 @@ def test_both_writers_record_the_same_checks(lakes, stage) -> None:
 
 
 def test_arrow_checks_agree_with_sparks_on_awkward_rows(spark) -> None:
-    """Duplicate and null keys, null and negative revenue, a list in the grain."""
-    from pipeline.gold.steps import _arrow_checks, _checks
+    """Duplicate and null keys, null and negative revenue, a list in the grain; and a
+    table aggregated by its grain, whose rule counts the keys marked as conflicts."""
+    from pyspark.sql import functions as F
+
+    from pipeline.gold.grain import CONFLICT
+    from pipeline.gold.steps import _arrow_metrics, _metrics, _rule_counts
     from pipeline.quality.checks import arrow_table_checks, table_checks
 
     schema = "k string, d date, cats array<string>, net_revenue decimal(18,2), updated_at timestamp"
@@ -149,9 +153,19 @@ def test_arrow_checks_agree_with_sparks_on_awkward_rows(spark) -> None:
     df = spark.createDataFrame(rows, schema)
     data = df.toArrow()
     assert isinstance(data, pa.Table)
-    for grain in (["k"], ["k", "d"], ["k", "cats"], ["d", "cats"]):
-        for total in (None, Decimal("7.25"), Decimal("7.26")):
-            assert _arrow_checks(data, grain, total) == _checks(df, grain, total), (grain, total)
+    marked = df.withColumn(CONFLICT, F.col("k").isNull())
+
+    def sparks(frame, grain, total):
+        return _rule_counts(frame.agg(*_metrics(frame, grain)).first().asDict(), total)
+
+    for frame in (df, marked):
+        arrow = frame.toArrow()
+        for grain in (["k"], ["k", "d"], ["k", "cats"], ["d", "cats"]):
+            for total in (None, Decimal("7.25"), Decimal("7.26")):
+                got = _rule_counts(_arrow_metrics(arrow, grain), total)
+                assert got == sparks(frame, grain, total), (grain, total)
+    assert sparks(df, ["k"], None)[0].rows_failed == 3  # two repeats of a, one of null
+    assert sparks(marked, ["k"], None)[0].rows_failed == 2  # the two keys marked
     now = dt.datetime(2024, 3, 20)
     for key in (["k"], ["k", "d"]):
         expected = table_checks(df, key, ["k", "net_revenue"], now=now)
@@ -249,7 +263,8 @@ def _last_engine(table: Path) -> str:
 def test_a_large_lakes_small_gold_tables_are_collected(spark, lakes, tmp_path, monkeypatch) -> None:
     """On a lake too large for small_writes, Gold tables that follow the calendar, and
     those whose last version held few rows, are collected and committed by delta-rs;
-    the rest stay Spark's; the rows are the same either way."""
+    of the rest, those aggregated by their grain are committed by delta-rs from one
+    Spark job's files, the others stay Spark's; the rows are the same either way."""
     from pipeline import lake, runner
 
     root = tmp_path / "lake"
@@ -271,10 +286,26 @@ def test_a_large_lakes_small_gold_tables_are_collected(spark, lakes, tmp_path, m
         "category_sales",
         "revenue_anomalies",
     }
+    # Tables aggregated by their grain are written by one Spark job and committed by
+    # delta-rs after their checks (pipeline/checked_write.py); customer_rfm stays Spark's.
+    checked = {"sales_cells", "sales_orders", "product_sales"}
     for table in gold:
-        wanted = "delta-rs" if table.by_calendar else "spark"
+        wanted = "delta-rs" if table.by_calendar or table.name in checked else "spark"
         assert _last_engine(root / "gold" / table.name) == wanted, table.name
+        staged = _last_adds(root / "gold" / table.name)
+        assert bool(staged) and all(p.startswith("staged-") for p in staged) == (
+            table.name in checked
+        ), table.name
         assert _rows(root, "gold", table.name) == _rows(lakes["spark"][0], "gold", table.name)
+
+
+def _last_adds(table: Path) -> list[str]:
+    """The files the table's last commit added."""
+    import json
+
+    last = max((table / "_delta_log").glob("*.json"))
+    lines = [json.loads(line) for line in last.read_text().splitlines()]
+    return [line["add"]["path"] for line in lines if "add" in line]
 
 
 def test_a_large_lakes_small_steps_run_as_on_a_small_lake(

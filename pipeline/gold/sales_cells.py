@@ -23,6 +23,11 @@ three tables whose rows the app only filters and sums:
   revenue-bearing lines only): for top products; product_name and category are
   the product's current ones (as in fact_sales), so they do not split the grain.
 
+Each builder groups by the table's grain alone and returns ``grain.CONFLICT``
+beside its columns: the keys whose dependent columns (``is_revenue_bearing``,
+``product_name``, ``category``) disagree, which the grain rule counts and the
+step drops before writing (pipeline/gold/grain.py).
+
 Margin follows docs/contract.md §5: ``cost`` sums the line costs that are known
 and ``costed_net_revenue`` the net revenue of those same lines, both null when
 no line of the cell has a known cost; margin = costed_net_revenue - cost, null
@@ -48,6 +53,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.contract import UNKNOWN_CATEGORY
+from pipeline.gold.grain import CONFLICT, by_grain
 from pipeline.silver.normalise import REVENUE_STATUSES
 
 MONEY = "decimal(18,2)"
@@ -96,7 +102,10 @@ def build_cells(fact_sales: DataFrame) -> DataFrame:
         F.col("line_net"),
         F.col("line_cost"),
     )
-    cells = lines.groupBy(*CELL_GRAIN, "is_revenue_bearing").agg(
+    cells = by_grain(
+        lines,
+        CELL_GRAIN,
+        ["is_revenue_bearing"],
         distinct_orders("first_in_category"),
         *_money_sums(F.col("is_revenue_bearing")),
         F.count(F.lit(1)).alias("lines"),
@@ -104,6 +113,7 @@ def build_cells(fact_sales: DataFrame) -> DataFrame:
     return cells.select(
         *[F.col(c) for c in CELL_GRAIN],
         F.col("is_revenue_bearing"),
+        F.col(CONFLICT),
         F.col("orders").cast("long").alias("orders"),
         F.coalesce(F.col("units"), F.lit(0)).cast("long").alias("units"),
         F.coalesce(F.col("gross_revenue"), F.lit(0)).cast(MONEY).alias("gross_revenue"),
@@ -139,12 +149,13 @@ def build_orders(orders: DataFrame, fact_sales: DataFrame) -> DataFrame:
         F.col("is_revenue_bearing"),
         F.coalesce(F.col("category_set"), no_category).alias("categories"),
     )
-    counted = keyed.groupBy(*ORDER_GRAIN, "is_revenue_bearing").agg(
-        F.count(F.lit(1)).alias("orders")
+    counted = by_grain(
+        keyed, ORDER_GRAIN, ["is_revenue_bearing"], F.count(F.lit(1)).alias("orders")
     )
     return counted.select(
         *[F.col(c) for c in ORDER_GRAIN],
         F.col("is_revenue_bearing"),
+        F.col(CONFLICT),
         F.col("orders").cast("long").alias("orders"),
     )
 
@@ -165,9 +176,11 @@ def build_products(fact_sales: DataFrame) -> DataFrame:
         F.col("line_net"),
         F.col("line_cost"),
     )
-    # product_name and category depend on product_id alone: grouping by them adds no rows
-    keys = [*PRODUCT_GRAIN, "product_name", "category"]
-    per_product = lines.groupBy(*keys).agg(
+    # product_name and category depend on product_id alone (pipeline/gold/grain.py)
+    per_product = by_grain(
+        lines,
+        PRODUCT_GRAIN,
+        ["product_name", "category"],
         distinct_orders("first_for_product"),
         *_money_sums(F.lit(True)),
     )
@@ -179,6 +192,7 @@ def build_products(fact_sales: DataFrame) -> DataFrame:
         F.col("country"),
         F.col("channel"),
         F.col("status"),
+        F.col(CONFLICT),
         F.col("orders").cast("long").alias("orders"),
         F.col("units").cast("long").alias("units"),
         F.col("net_revenue").cast(MONEY).alias("net_revenue"),

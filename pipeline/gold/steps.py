@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipeline import catalog, lake
+from pipeline import catalog, checked_write, lake
+from pipeline.config import settings
 from pipeline.gold import (
     category_sales,
     customer_rfm,
@@ -16,48 +19,58 @@ from pipeline.gold import (
     revenue_anomalies,
     sales_cells,
 )
+from pipeline.gold.grain import CONFLICT
 from pipeline.quality.expectations import RuleCount
 from pipeline.registry import Context, Step, StepOutcome, raise_on_fail
 
 
-def _checks(df: DataFrame, grain: list[str], reconcile_with: object = None) -> list[RuleCount]:
-    """Grain uniqueness and no negative revenue, in one aggregation.
+def _metrics(df: DataFrame, grain: list[str]) -> list[Column]:
+    """The checks' aggregates, for one aggregation or for the write's own job (``observe``).
 
-    ``reconcile_with``: Silver's net revenue, which the table's must sum to.
+    A table aggregated by its grain (``grain.CONFLICT`` beside its columns) is
+    unique by construction: its grain rule counts the keys whose dependent
+    columns disagree, without the distinct count's second shuffle.
     """
-    aggs = [
-        F.count(F.lit(1)).alias("rows"),
-        F.count_distinct(F.struct(*[F.col(c) for c in grain])).alias("keys"),
-    ]
+    if CONFLICT in df.columns:
+        keys = F.count(F.when(F.col(CONFLICT), F.lit(1))).alias("conflicts")
+    else:
+        keys = F.count_distinct(F.struct(*[F.col(c) for c in grain])).alias("keys")
+    metrics = [F.count(F.lit(1)).alias("rows"), keys]
     if "net_revenue" in df.columns:
-        aggs.append(F.count(F.when(F.col("net_revenue") < 0, 1)).alias("negative"))
-        aggs.append(F.sum("net_revenue").alias("net_revenue"))
-    row = df.agg(*aggs).first()
-    rows = int(row["rows"])
-    out = [RuleCount("grain_unique", "fail", rows, rows - int(row["keys"]))]
-    if "net_revenue" in df.columns:
-        out.append(RuleCount("no_negative_revenue", "fail", rows, int(row["negative"])))
-    if reconcile_with is not None:
-        same = (row["net_revenue"] or 0) == reconcile_with
-        out.append(RuleCount("net_revenue_reconciles_with_silver", "fail", 1, 0 if same else 1))
-    return out
+        metrics.append(F.count(F.when(F.col("net_revenue") < 0, F.lit(1))).alias("negative"))
+        metrics.append(F.sum("net_revenue").alias("net_revenue"))
+    return metrics
 
 
-def _arrow_checks(
-    data: pa.Table, grain: list[str], reconcile_with: object = None
-) -> list[RuleCount]:
-    """``_checks`` on rows already collected (a small lake): no Spark job."""
-    rows = data.num_rows
-    keys = _distinct(data.select(grain)) if rows else 0
-    out = [RuleCount("grain_unique", "fail", rows, rows - keys)]
-    if "net_revenue" in data.column_names:
-        revenue = data.column("net_revenue")
-        negative = pc.sum(pc.less(revenue, 0)).as_py() or 0
-        out.append(RuleCount("no_negative_revenue", "fail", rows, int(negative)))
+def _rule_counts(values: Mapping[str, object], reconcile_with: object = None) -> list[RuleCount]:
+    """Grain uniqueness, no negative revenue and, with ``reconcile_with`` (Silver's net
+    revenue), the table's net revenue summing to it; from ``_metrics``' values."""
+    rows = int(values["rows"])  # type: ignore[arg-type]
+    if "conflicts" in values:
+        repeated = int(values["conflicts"])  # type: ignore[arg-type]
+    else:
+        repeated = rows - int(values["keys"])  # type: ignore[arg-type]
+    out = [RuleCount("grain_unique", "fail", rows, repeated)]
+    if "negative" in values:
+        out.append(RuleCount("no_negative_revenue", "fail", rows, int(values["negative"])))  # type: ignore[arg-type]
         if reconcile_with is not None:
-            same = (pc.sum(revenue).as_py() or 0) == reconcile_with
+            same = (values["net_revenue"] or 0) == reconcile_with
             out.append(RuleCount("net_revenue_reconciles_with_silver", "fail", 1, 0 if same else 1))
     return out
+
+
+def _arrow_metrics(data: pa.Table, grain: list[str]) -> dict[str, object]:
+    """``_metrics`` of rows already collected: no Spark job."""
+    values: dict[str, object] = {"rows": data.num_rows}
+    if CONFLICT in data.column_names:
+        values["conflicts"] = pc.sum(data.column(CONFLICT)).as_py() or 0
+    else:
+        values["keys"] = _distinct(data.select(grain)) if data.num_rows else 0
+    if "net_revenue" in data.column_names:
+        revenue = data.column("net_revenue")
+        values["negative"] = pc.sum(pc.less(revenue, 0)).as_py() or 0
+        values["net_revenue"] = pc.sum(revenue).as_py()
+    return values
 
 
 def _distinct(keys: pa.Table) -> int:
@@ -70,28 +83,45 @@ def _distinct(keys: pa.Table) -> int:
 def _publish(
     table: str, df: DataFrame, grain: list[str], rows_in: int, reconcile_with: object = None
 ) -> StepOutcome:
-    """Check, then replace the table: two jobs (the checks, the write) on the staged rows.
+    """Check, then replace the table; a fail rule leaves it as it was.
 
-    On a small lake, or for a table small at any size (``lake.collect_target``),
-    the rows are collected once, checked in Arrow and committed by delta-rs: one job.
+    - A small lake, or a table small at any size (``lake.collect_target``): the
+      rows are collected once, checked in Arrow and committed by delta-rs.
+    - A large table aggregated by its grain (``grain.CONFLICT``) on a local lake:
+      one Spark job writes the rows and gathers the checks, and delta-rs commits
+      them if they pass (pipeline/checked_write.py).
+    - Otherwise the rows are staged, checked in one aggregation, then written.
     """
+    out = StepOutcome(rows_in=rows_in)
+
+    def check(values: Mapping[str, object]) -> None:
+        out.rows_out = int(values["rows"])  # type: ignore[arg-type]
+        out.add_checks("gold", table, _rule_counts(values, reconcile_with))
+        raise_on_fail(out)
+
     if lake.collect_target("gold", table) is not None:
         data = df.toArrow()
-        out = StepOutcome(rows_in=rows_in, rows_out=data.num_rows)
-        out.add_checks("gold", table, _arrow_checks(data, grain, reconcile_with))
-        raise_on_fail(out)
+        check(_arrow_metrics(data, grain))
+        if CONFLICT in data.column_names:
+            data = data.drop_columns([CONFLICT])
         lake.overwrite_arrow(data, "gold", table)
+        return out
+    if CONFLICT in df.columns and lake.local_location("gold", table) and not _spark_writer():
+        metrics = _metrics(df, grain)
+        checked_write.overwrite_checked(df, "gold", table, metrics, check, drop=[CONFLICT])
         return out
     staged = df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        checks = _checks(staged, grain, reconcile_with)
-        out = StepOutcome(rows_in=rows_in, rows_out=checks[0].rows_checked)
-        out.add_checks("gold", table, checks)
-        raise_on_fail(out)
-        lake.overwrite(staged, "gold", table)
+        check(staged.agg(*_metrics(staged, grain)).first().asDict())
+        lake.overwrite(staged.drop(CONFLICT), "gold", table)
         return out
     finally:
         staged.unpersist()
+
+
+def _spark_writer() -> bool:
+    """``SHOPLAKE_WRITER=spark``: every write by Spark's Delta writer."""
+    return settings().writer == "spark"
 
 
 def _silver(ctx: Context, table: str) -> DataFrame:
