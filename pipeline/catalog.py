@@ -349,6 +349,7 @@ _SILVER = (
         "is_weekend boolean",
         "week_start date",
         "month_start date",
+        by_calendar=True,
     ),
 )
 

@@ -203,6 +203,30 @@ def parallelism() -> int:
     return max(1, settings().run_parallelism)
 
 
+def largest_first(steps: Sequence[Step]) -> list[Step]:
+    """``steps`` (all ready), those whose output tables held the most rows first.
+
+    With more steps ready than may run, the longest should start first: started
+    last, it would finish alone on one core (longest-processing-time-first
+    scheduling). The rows each step's tables held after the last run, by their
+    Delta logs (``lake.logged_row_count``), stand for its length: at 1,000,000
+    orders Gold starts with product_sales (2.1M rows), sales_orders and
+    sales_cells, where the declaration order started daily_sales, category_sales
+    and customer_rfm and left product_sales for last. Equal rows (a new lake, a
+    remote one) keep the declaration order. A small lake's steps are a fraction of
+    a second each, so the runner does not ask there (``run``).
+    """
+
+    def rows(step: Step) -> int:
+        total = 0
+        for ref in step.outputs:
+            table = catalog.table_of(ref)
+            total += lake.logged_row_count(table.layer, table.name) or 0
+        return total
+
+    return sorted(steps, key=rows, reverse=True)  # stable: ties keep their order
+
+
 SMALL_LAKE_BYTES = 32 * 1024 * 1024  # landing files; 10,000 generated orders are about 3 MB
 
 
@@ -371,7 +395,8 @@ def run(
     """Run a layer (or all) and return what happened; failures are results, not tracebacks.
 
     Steps start as soon as the steps they read from have finished, several at
-    once (``parallelism``); after a failure no new step starts, the running
+    once (``parallelism``), on a large lake the largest first (``largest_first``);
+    after a failure no new step starts, the running
     ones finish and the rest are skipped. The run's gold.pipeline_runs and
     gold.dq_results rows are written once, at its end (also when a step
     failed); a run killed midway leaves none. ``progress(message, fraction)``
@@ -398,15 +423,15 @@ def run(
         with ThreadPoolExecutor(parallelism(), thread_name_prefix="shoplake-step") as pool:
             while True:
                 if not failed:
-                    started = {s.name for s in running.values()}
-                    for step in steps:
-                        ready = needs[step.name] <= set(done)
-                        if step.name not in done and step.name not in started and ready:
-                            if len(running) >= parallelism():
-                                break
-                            tell(f"{step.name} ...", len(done) / len(steps))
-                            running[pool.submit(_execute, ctx, step, run_id)] = step
-                            started.add(step.name)
+                    completed = set(done)
+                    taken = {s.name for s in running.values()} | completed
+                    ready = [s for s in steps if s.name not in taken and needs[s.name] <= completed]
+                    free = max(0, parallelism() - len(running))
+                    if len(ready) > free and not ctx.small_writes:
+                        ready = largest_first(ready)
+                    for step in ready[:free]:
+                        tell(f"{step.name} ...", len(done) / len(steps))
+                        running[pool.submit(_execute, ctx, step, run_id)] = step
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)

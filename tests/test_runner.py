@@ -86,3 +86,35 @@ def test_a_step_target_runs_its_lineage_only() -> None:
     assert {s.name for s in steps_for("bronze.orders")} == {"bronze.orders"}
     with pytest.raises(ValueError, match="unknown target 'gold.nothing'"):
         steps_for("gold.nothing")
+
+
+def test_ready_steps_start_largest_first(tmp_path) -> None:
+    """With more steps ready than may run, those whose tables held most rows go first;
+    a table that does not exist counts none, and ties keep the declared order."""
+    import pyarrow as pa
+
+    from pipeline import lake
+    from pipeline.registry import steps_for
+    from pipeline.runner import largest_first
+    from tests.conftest import lake_at
+
+    gold = {s.name: s for s in steps_for("gold")}
+    with lake_at(tmp_path):
+        for table, rows in (("daily_sales", 3), ("customer_rfm", 50), ("product_sales", 400)):
+            data = pa.table({"n": pa.array(range(rows), pa.int64())})
+            lake.write_arrow(lake.path("gold", table), data, "overwrite")
+        names = [
+            "gold.daily_sales",
+            "gold.category_sales",
+            "gold.customer_rfm",
+            "gold.sales_cells",
+            "gold.product_sales",
+        ]
+        order = [s.name for s in largest_first([gold[n] for n in names])]
+    assert order == [
+        "gold.product_sales",
+        "gold.customer_rfm",
+        "gold.daily_sales",
+        "gold.category_sales",  # no table yet: 0 rows, declared before sales_cells
+        "gold.sales_cells",
+    ]

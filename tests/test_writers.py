@@ -279,8 +279,18 @@ def test_a_large_lakes_small_gold_tables_are_collected(spark, lakes, tmp_path, m
         assert lake.collect_target("gold", "daily_sales") is None
         monkeypatch.delenv("SHOPLAKE_WRITER")
         monkeypatch.setattr(lake, "COLLECT_ROWS", 0)  # as if the rest were large
-        result = runner.run("gold", spark=spark)
+        monkeypatch.setenv("SHOPLAKE_RUN_PARALLELISM", "1")
+        largest = max(gold, key=lambda t: lake.logged_row_count("gold", t.name) or 0)
+        started: list[str] = []
+
+        def tell(message: str, fraction: float) -> None:
+            if message.endswith(" ..."):
+                started.append(message.removesuffix(" ..."))
+
+        result = runner.run("gold", spark=spark, progress=tell)
     assert result.ok, result.error
+    # a large lake starts the ready step whose table held most rows (runner.largest_first)
+    assert started[0] == f"gold.{largest.name}" != f"gold.{gold[0].name}", started
     assert {t.name for t in gold if t.by_calendar} == {
         "daily_sales",
         "category_sales",
@@ -336,5 +346,7 @@ def test_a_large_lakes_small_steps_run_as_on_a_small_lake(
     assert small is not spark and small.conf.get("spark.sql.codegen.wholeStage") == "false"
     assert _last_engine(root / "silver" / "products") == "delta-rs"
     assert _last_engine(root / "silver" / "customers") == "spark"
+    assert _last_engine(root / "silver" / "dim_date") == "delta-rs"  # a row a day: collected
+    assert _rows(root, "silver", "dim_date") == _rows(lakes["spark"][0], "silver", "dim_date")
     for table in ("products", "customers", "orders", "quarantine"):
         assert _rows(root, "silver", table) == _rows(lakes["spark"][0], "silver", table), table

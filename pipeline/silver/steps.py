@@ -556,7 +556,11 @@ def run_model(ctx: Context) -> StepOutcome:
         F.col("product_id") != "UNKNOWN"
     )
     note, built = _build_fact(ctx, silver_orders, silver_items, dim_products, silver_customers)
-    lake.overwrite(model.dim_date(spark, silver_orders), "silver", "dim_date")
+    dates = model.dim_date(spark, silver_orders)
+    if lake.collect_target("silver", "dim_date") is not None:  # a row a day: collected
+        lake.overwrite_arrow(dates.toArrow(), "silver", "dim_date")
+    else:
+        lake.overwrite(dates, "silver", "dim_date")
 
     refs = _fact_refs(built) if built is not None else _fact_refs_by_spark(spark)
     with ctx.lock:  # what Gold's revenue tables must sum to (gold/steps.py)
