@@ -77,11 +77,18 @@ def _commit(df: DataFrame, layer: str, table: str, local: str, folder: str) -> N
     schema = pa.schema(
         [pa.field(f.name, lake.nullable_type(f.type), True) for f in to_arrow_schema(df.schema)]
     )
+    target = lake.rust_table_at(local)
+    if target is not None and not _same_layout(target, schema):
+        # A table partitioned, or of other columns (an older version's): Spark's writer
+        # rewrites it from the staged files, which are then no longer needed.
+        staged = df.sparkSession.read.schema(df.schema).parquet(stage)
+        lake.overwrite(staged, layer, table)
+        shutil.rmtree(stage, ignore_errors=True)
+        return
     wanted = lake.stats_columns(layer, table, df.columns)
     columns = wanted.split(",") if wanted else [f.name for f in schema][:32]
     actions = [_add_action(stage, folder, name, columns) for name in sorted(os.listdir(stage))]
     with lake.writing(layer, table):
-        target = lake.rust_table_at(local)
         if target is None:
             from deltalake import Schema
             from deltalake.transaction import create_table_with_add_actions
@@ -90,15 +97,9 @@ def _commit(df: DataFrame, layer: str, table: str, local: str, folder: str) -> N
             create_table_with_add_actions(
                 local, Schema.from_arrow(schema), actions, configuration=configuration
             )
-            return
-        if _same_layout(target, schema):
+        else:
+            target.update_incremental()  # the version the lock lets this commit follow
             target.create_write_transaction(actions, mode="overwrite", schema=schema)
-            return
-    # A table partitioned, or of other columns (an older version's): Spark's writer
-    # rewrites it from the staged files, which are then no longer needed.
-    staged = df.sparkSession.read.schema(df.schema).parquet(stage)
-    lake.overwrite(staged, layer, table)
-    shutil.rmtree(stage, ignore_errors=True)
 
 
 def _same_layout(target: object, schema: pa.Schema) -> bool:

@@ -139,6 +139,11 @@ def arrow_target(layer: str, table: str) -> str | None:
     return local_location(layer, table) if small_writes.get() else None
 
 
+def spark_writes_only() -> bool:
+    """``SHOPLAKE_WRITER=spark``: every whole-table write by Spark's Delta writer."""
+    return settings().writer == "spark"
+
+
 COLLECT_ROWS = 300_000  # a Gold table this small is collected at any lake size
 
 
@@ -157,7 +162,7 @@ def collect_target(layer: str, table: str) -> str | None:
     write on Spark; a remote root has no local path.
     """
     local = arrow_target(layer, table)
-    if local is not None or settings().writer == "spark":
+    if local is not None or spark_writes_only():
         return local
     from pipeline import catalog
 

@@ -11,7 +11,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipeline import catalog, checked_write, lake
-from pipeline.config import settings
 from pipeline.gold import (
     category_sales,
     customer_rfm,
@@ -106,7 +105,8 @@ def _publish(
             data = data.drop_columns([CONFLICT])
         lake.overwrite_arrow(data, "gold", table)
         return out
-    if CONFLICT in df.columns and lake.local_location("gold", table) and not _spark_writer():
+    local = lake.local_location("gold", table)
+    if CONFLICT in df.columns and local is not None and not lake.spark_writes_only():
         metrics = _metrics(df, grain)
         checked_write.overwrite_checked(df, "gold", table, metrics, check, drop=[CONFLICT])
         return out
@@ -117,11 +117,6 @@ def _publish(
         return out
     finally:
         staged.unpersist()
-
-
-def _spark_writer() -> bool:
-    """``SHOPLAKE_WRITER=spark``: every write by Spark's Delta writer."""
-    return settings().writer == "spark"
 
 
 def _silver(ctx: Context, table: str) -> DataFrame:
