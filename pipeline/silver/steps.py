@@ -202,14 +202,27 @@ def run_orders(ctx: Context) -> StepOutcome:
 
 
 def run_order_items(ctx: Context) -> StepOutcome:
-    order_keys = lake.read(ctx.spark, "silver", "orders").select("order_id")
     return _refine_incrementally(
         ctx,
         order_items,
-        lambda df: order_items.typed(df, order_keys),
+        lambda df: order_items.typed(df, _order_keys(ctx.spark, None)),
         group=F.trim(F.col("order_id")),
         upstream=orders,
+        typed_for=lambda groups: lambda df: order_items.typed(df, _order_keys(ctx.spark, groups)),
     )
+
+
+def _order_keys(spark: SparkSession, groups: pa.Array | None) -> DataFrame:
+    """silver.orders' order ids for the orphan rule: on a local lake, when an increment's
+    groups are known, only theirs, read by delta-rs (not a distinct over every order)."""
+    stored = lake.read(spark, "silver", "orders").select("order_id")
+    if groups is not None:
+        local = lake.local_rows(
+            "silver", "orders", lake.text_field("order_id").isin(groups), ["order_id"]
+        )
+        if local is not None:
+            return lake.arrow_frame(spark, local, stored.schema)
+    return stored
 
 
 def _refine_incrementally(
@@ -221,6 +234,7 @@ def _refine_incrementally(
     then: Callable[[Context, Refined, bool], None] | None = None,
     always_full: bool = False,
     derived: tuple[str, ...] = (),
+    typed_for: Callable[[pa.Array], Callable[[DataFrame], DataFrame]] | None = None,
 ) -> StepOutcome:
     """Refine the Bronze files Silver has not seen (pipeline/silver/incremental.py).
 
@@ -228,7 +242,8 @@ def _refine_incrementally(
     is refined again. ``upstream`` is the source whose new records also touch
     this one's groups (orders for order items: the orphan rule). ``then``
     maintains the ``derived`` tables from the refined records (full: all of
-    them). With nothing new the step reads no data and writes nothing. With
+    them). ``typed_for(groups)``: ``typed`` for an increment whose touched
+    groups were read by delta-rs. With nothing new the step reads no data and writes nothing. With
     new files a small table (``incremental.recompute_below``) or an
     ``always_full`` one is recomputed from all of Bronze: below that size a
     recompute's few overwrites cost less than the incremental path's MERGEs
@@ -292,21 +307,41 @@ def _refine_incrementally(
         out.notes.append("no new Bronze files: Silver unchanged")
         return out
 
-    new_rows = incremental.from_files(bronze, plan.new_files)
-    groups = new_rows.select(group.alias("_group"))
-    if above is not None and plan.new_upstream_files:
-        from_above = incremental.from_files(above, plan.new_upstream_files)
-        groups = groups.unionByName(from_above.select(group.alias("_group")))
-    small = new_rows.count() < incremental.BROADCAST_LIMIT
-    touched = incremental.touched(bronze, group, groups, small).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    old_files = ~F.col("_source_file").isin(sorted(plan.new_files))
+    groups = _new_groups_by_arrow(source, upstream, plan)
+    local = _touched_by_arrow(source, groups)
+    if local is not None:
+        assert groups is not None
+        if typed_for is not None:
+            typed = typed_for(groups[0])
+        # a local lake: the touched keys' records read by delta-rs (no scan of Bronze by Spark)
+        small = True
+        touched = lake.arrow_frame(spark, local, bronze.schema)
+        old_ids = pc.filter(
+            local.column("_record_id"),
+            pc.invert(
+                pc.is_in(
+                    local.column("_source_file"), pa.array(sorted(plan.new_files), pa.string())
+                )
+            ),
+        ).combine_chunks()
+        found = _stored_by_arrow(source, old_ids, state.versions)
+    else:
+        new_rows = incremental.from_files(bronze, plan.new_files)
+        groups = new_rows.select(group.alias("_group"))
+        if above is not None and plan.new_upstream_files:
+            from_above = incremental.from_files(above, plan.new_upstream_files)
+            groups = groups.unionByName(from_above.select(group.alias("_group")))
+        small = new_rows.count() < incremental.BROADCAST_LIMIT
+        touched = incremental.touched(bronze, group, groups, small).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
+        found = None
     refined = _refine(ctx, module, typed, touched)
     try:
-        old_rows = touched.filter(~F.col("_source_file").isin(sorted(plan.new_files)))
         counts = incremental.combine(
             state.counts,
-            _stored_fates(spark, source, old_rows, state.versions),
+            _stored_fates(spark, source, touched.filter(old_files), state.versions, found),
             {k: refined.counts[k] for k in FATE_KEYS},
         )
         counts["checked"] = refined.counts["checked"]
@@ -332,13 +367,7 @@ def _refine_incrementally(
         try:
             keys = [r["key"] for r in groups.collect()]
             # The MERGE left every other key as it was: the table checks read the touched keys.
-            written = lake.read(spark, "silver", source.name)
-            in_groups = written.join(
-                F.broadcast(groups) if small else groups,
-                on=written[source.key[0]] == groups["key"],
-                how="left_semi",
-            )
-            checks = table_checks(in_groups, source.key, module.COLUMNS)
+            checks = _touched_checks(spark, module, keys, groups, small)
         finally:
             groups.unpersist()
         out.add_checks("silver", source.name, checks)
@@ -368,22 +397,64 @@ def _new_groups(
     """The groups (the first key column, trimmed) of the records in the plan's new files.
 
     Read by delta-rs where the lake is local (a few files' one column: no
-    Spark job), else by Spark. ``group`` is always ``trim(<first key>)``, and
-    Spark's trim removes spaces only, as ``utf8_trim(characters=" ")`` does.
+    Spark job), else by Spark.
     """
-    import pyarrow.compute as pc
+    local = _new_groups_by_arrow(source, upstream, plan)
+    if local is None:
+        return _new_groups_by_spark(bronze, above, plan, group)
+    return local[0].to_pylist()
 
+
+def _new_groups_by_arrow(
+    source: Source, upstream: ModuleType | None, plan: incremental.Plan
+) -> tuple[pa.Array, bool] | None:
+    """The new files' groups, sorted, and whether a record among them has no key;
+    None when Bronze is not local.
+
+    A group is ``trim(<first key>)`` in the Spark path, and Spark's trim
+    removes spaces only, as ``utf8_trim(characters=" ")`` does.
+    """
     column = source.key[0]
     wanted = [(source.name, plan.new_files)]
     if upstream is not None and plan.new_upstream_files:
         wanted.append((upstream.SOURCE.name, plan.new_upstream_files))
-    found: set[str] = set()
+    found: list[pa.ChunkedArray] = []
+    keyless = False
     for name, files in wanted:
+        if not files:  # order items touched only by new orders
+            continue
         values = lake.column_where_in("bronze", name, column, ("_source_file", files))
         if values is None:
-            return _new_groups_by_spark(bronze, above, plan, group)
-        found.update(pc.utf8_trim(values.drop_null(), characters=" ").to_pylist())
-    return sorted(found)
+            return None
+        keyless = keyless or values.null_count > 0
+        found.append(pc.utf8_trim(values.drop_null(), characters=" "))
+    groups = pc.unique(pa.chunked_array(found, type=pa.string()).combine_chunks())
+    return groups.take(pc.array_sort_indices(groups)), keyless
+
+
+# Above this many touched groups an increment's records are read by Spark, not collected.
+ARROW_TOUCHED_GROUPS = 200_000
+
+
+def _touched_by_arrow(source: Source, new: tuple[pa.Array, bool] | None) -> pa.Table | None:
+    """``incremental.touched`` read by delta-rs: every Bronze record of a touched group.
+
+    On a local lake an increment's groups are read from its new files
+    (``new``: ``_new_groups_by_arrow``) and their records fetched by key, so
+    Spark refines a small in-memory table instead of scanning all of Bronze
+    (1,000,000 orders: 1.2M Bronze rows for some 20,000 touched). A record
+    without a key touches every keyless record, as the Spark path's null-safe
+    join does. None on a remote lake or when the increment touches more than
+    ``ARROW_TOUCHED_GROUPS`` groups.
+    """
+    if new is None or len(new[0]) > ARROW_TOUCHED_GROUPS:
+        return None
+    groups, keyless = new
+    column = lake.text_field(source.key[0])
+    where = pc.utf8_trim(column, characters=" ").isin(groups)
+    if keyless:
+        where = where | column.is_null()
+    return lake.local_rows("bronze", source.name, where)
 
 
 def _new_groups_by_spark(
@@ -443,16 +514,63 @@ def _touched_groups(refined: Refined) -> DataFrame:
     )
 
 
+def _stored_by_arrow(
+    source: Source, ids: pa.Array, versions: dict[str, int] | None
+) -> dict[str, int] | None:
+    """``_stored_fates``' Silver and quarantine counts, read by delta-rs; None if not local."""
+    versions = versions or {}
+    wanted = lake.text_field("record_id").isin(ids)
+    in_silver = lake.local_rows(
+        "silver", source.name, wanted, ["record_id"], versions.get("silver")
+    )
+    in_quarantine = lake.local_rows(
+        "silver",
+        QUARANTINE,
+        (lake.text_field("source_table") == source.name) & wanted,
+        ["record_id"],
+        versions.get(QUARANTINE),
+    )
+    if in_silver is None or in_quarantine is None:
+        return None
+    return {"silver": in_silver.num_rows, "quarantined": in_quarantine.num_rows}
+
+
 def _stored_fates(
-    spark: SparkSession, source: Source, old_rows: DataFrame, versions: dict[str, int] | None
+    spark: SparkSession,
+    source: Source,
+    old_rows: DataFrame,
+    versions: dict[str, int] | None,
+    found: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """What the already-refined records of the touched keys were before this run.
 
     Silver and quarantine are read back by record id, as the last recorded
     refine left them (``versions``; a table without one is read as it is now);
-    an exact duplicate stays one (its earlier twin has its key, so it is among
-    these rows); the rest had been superseded.
+    ``found``: those two counts already read (``_stored_by_arrow``). An exact
+    duplicate stays one (its earlier twin has its key, so it is among these
+    rows); the rest had been superseded.
     """
+    if found is None:
+        found = _stored_by_spark(spark, source, old_rows, versions)
+    marked = mark_exact_duplicates(old_rows, [*source.columns, "_raw"])
+    row = marked.agg(
+        F.count(F.lit(1)).alias("rows"), F.sum(F.col(IS_DUPLICATE).cast("int")).alias("dup")
+    ).first()
+    total, duplicate = int(row["rows"] or 0), int(row["dup"] or 0)
+    silver, quarantined = found.get("silver", 0), found.get("quarantined", 0)
+    return {
+        "bronze": total,
+        "silver": silver,
+        "quarantined": quarantined,
+        "duplicate": duplicate,
+        "superseded": total - silver - quarantined - duplicate,
+    }
+
+
+def _stored_by_spark(
+    spark: SparkSession, source: Source, old_rows: DataFrame, versions: dict[str, int] | None
+) -> dict[str, int]:
+    """How many of ``old_rows`` the recorded Silver and quarantine hold, in one Spark job."""
 
     def as_recorded(table: str) -> DataFrame:
         version = (versions or {}).get("silver" if table == source.name else table)
@@ -472,19 +590,28 @@ def _stored_fates(
     # one job for both tables: each Spark job costs a few tenths of a second to start
     stored = silver_ids.unionByName(quarantine_ids).join(ids, on="record_id", how="left_semi")
     found = {r["_table"]: int(r["count"]) for r in stored.groupBy("_table").count().collect()}
-    marked = mark_exact_duplicates(old_rows, [*source.columns, "_raw"])
-    row = marked.agg(
-        F.count(F.lit(1)).alias("rows"), F.sum(F.col(IS_DUPLICATE).cast("int")).alias("dup")
-    ).first()
-    total, duplicate = int(row["rows"] or 0), int(row["dup"] or 0)
-    silver, quarantined = found.get("silver", 0), found.get("quarantined", 0)
-    return {
-        "bronze": total,
-        "silver": silver,
-        "quarantined": quarantined,
-        "duplicate": duplicate,
-        "superseded": total - silver - quarantined - duplicate,
-    }
+    return {"silver": found.get("silver", 0), "quarantined": found.get("quarantined", 0)}
+
+
+def _touched_checks(
+    spark: SparkSession, module: ModuleType, keys: list[str], groups: DataFrame, small: bool
+) -> list[RuleCount]:
+    """The table checks on the touched keys' rows as written: read by delta-rs and
+    checked in Arrow on a local lake, else by Spark."""
+    source = module.SOURCE
+    first = source.key[0]
+    written = lake.local_rows(
+        "silver", source.name, lake.text_field(first).isin(pa.array(keys, pa.string()))
+    )
+    if written is not None:
+        return arrow_table_checks(written, source.key, module.COLUMNS)
+    table = lake.read(spark, "silver", source.name)
+    in_groups = table.join(
+        F.broadcast(groups) if small else groups,
+        on=table[first] == groups["key"],
+        how="left_semi",
+    )
+    return table_checks(in_groups, source.key, module.COLUMNS)
 
 
 def _stored_counts(spark: SparkSession, source: Source) -> tuple[int, int]:
@@ -556,27 +683,18 @@ def run_model(ctx: Context) -> StepOutcome:
         F.col("product_id") != "UNKNOWN"
     )
     note, built = _build_fact(ctx, silver_orders, silver_items, dim_products, silver_customers)
-    dates = model.dim_date(spark, silver_orders)
+    dates = model.dim_date(spark, _date_bounds(spark, silver_orders))
     if lake.collect_target("silver", "dim_date") is not None:  # a row a day: collected
         lake.overwrite_arrow(dates.toArrow(), "silver", "dim_date")
     else:
         lake.overwrite(dates, "silver", "dim_date")
 
+    if built is None:
+        built = lake.local_rows("silver", "fact_sales", None, list(FACT_REF_COLUMNS))
     refs = _fact_refs(built) if built is not None else _fact_refs_by_spark(spark)
     with ctx.lock:  # what Gold's revenue tables must sum to (gold/steps.py)
         ctx.silver_net_revenue = refs["net_revenue"] or 0
-    order_refs = (
-        silver_orders.join(
-            silver_customers.select(F.col("customer_id").alias("_c")),
-            on=silver_orders["customer_id"] == F.col("_c"),
-            how="left",
-        )
-        .agg(
-            F.count(F.lit(1)).alias("orders"),
-            F.sum(F.col("_c").isNull().cast("int")).alias("orphan_customer"),
-        )
-        .first()
-    )
+    order_refs = _orphan_customers(silver_orders, silver_customers)
     lines = int(refs["lines"] or 0)
     out = StepOutcome(rows_in=lines, rows_out=lines, notes=[note])
     out.add_checks(
@@ -599,8 +717,47 @@ def run_model(ctx: Context) -> StepOutcome:
     return out
 
 
+def _date_bounds(spark: SparkSession, orders_: DataFrame) -> DataFrame:
+    """What ``model.dim_date`` reads of the orders, their first and last order_date: on a
+    local lake two rows from the column read by delta-rs, else the orders themselves."""
+    local = lake.local_rows("silver", "orders", None, ["order_date"])
+    if local is None:
+        return orders_
+    bounds = pc.min_max(local.column("order_date"))
+    dates = pa.array([bounds["min"].as_py(), bounds["max"].as_py()], pa.date32())
+    schema = orders_.select("order_date").schema
+    return lake.arrow_frame(spark, pa.table({"order_date": dates}), schema)
+
+
+def _orphan_customers(orders_: DataFrame, customers_: DataFrame) -> dict[str, int]:
+    """Orders, and those whose customer is not in silver.customers: by delta-rs on a
+    local lake (two columns read, no join over every order), else in one Spark job."""
+    stored = [lake.local_rows("silver", t, None, ["customer_id"]) for t in ("orders", "customers")]
+    if stored[0] is not None and stored[1] is not None:
+        ids, known = (t.column("customer_id").cast(pa.string()) for t in stored)
+        found = pc.sum(pc.is_in(ids, value_set=known.combine_chunks().drop_null())).as_py()
+        return {"orders": len(ids), "orphan_customer": len(ids) - int(found or 0)}
+    return (
+        orders_.join(
+            customers_.select(F.col("customer_id").alias("_c")),
+            on=orders_["customer_id"] == F.col("_c"),
+            how="left",
+        )
+        .agg(
+            F.count(F.lit(1)).alias("orders"),
+            F.sum(F.col("_c").isNull().cast("int")).alias("orphan_customer"),
+        )
+        .first()
+        .asDict()
+    )
+
+
+FACT_REF_COLUMNS = ("line_net", "is_revenue_bearing", "product_key")
+
+
 def _fact_refs(fact: pa.Table) -> dict[str, object]:
-    """``_fact_refs_by_spark`` on the rows just written, already in memory (a small lake)."""
+    """``_fact_refs_by_spark`` on rows in memory: the rows a small lake's rebuild just
+    wrote, or ``FACT_REF_COLUMNS`` of a local table read by delta-rs."""
     revenue = pc.filter(
         fact.column("line_net"), pc.fill_null(fact.column("is_revenue_bearing"), False)
     )
@@ -669,35 +826,16 @@ def _build_fact(
         this_run = [
             (name, ctx.run_id, key) for name, keys in ctx.touched.items() for key in keys or ()
         ]
-        touched = earlier.unionByName(lake.rows_frame(spark, this_run, incremental.TOUCHED_SCHEMA))
-        by_order = touched.filter(F.col("source_table").isin("orders", "order_items")).select(
-            F.col("key").alias("order_id")
-        )
-        by_customer = orders_.join(
-            touched.filter(F.col("source_table") == "customers").select(
-                F.col("key").alias("customer_id")
-            ),
-            on="customer_id",
-            how="left_semi",
-        ).select("order_id")
-        by_product = items.join(changed_products, on="product_id", how="left_semi").select(
-            "order_id"
-        )
-        affected = by_order.unionByName(by_customer).unionByName(by_product).distinct()
-        affected = affected.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            n = affected.count()
+        local = _affected_by_arrow(state.run_id, this_run, changed_products)
+        if local is not None:
+            n = len(local)
             if n:
-                fact = model.fact_sales(
-                    orders_.join(affected, on="order_id", how="left_semi"),
-                    items.join(affected, on="order_id", how="left_semi"),
-                    dim_products,
-                    customers_,
-                )
-                lake.replace_groups(fact, "silver", "fact_sales", affected)
-        finally:
-            affected.unpersist()
-        note = f"incremental: lines of {n:,} order(s) rebuilt"
+                _rebuild_by_arrow(spark, local, orders_, items, dim_products, customers_)
+            note = f"incremental: lines of {n:,} order(s) rebuilt"
+        else:
+            note = _rebuild_by_spark(
+                spark, earlier, this_run, changed_products, orders_, items, dim_products, customers_
+            )
     state_row = incremental.state_row(
         FACT_STATE, ctx.run_id, bool(reason), {"products_version": products_version}, ""
     )
@@ -705,29 +843,144 @@ def _build_fact(
     return note, built
 
 
+def _affected_by_arrow(
+    run_id: str, this_run: list[tuple[str, str, str]], changed_products: list[str]
+) -> pa.Array | None:
+    """The orders whose fact lines can have changed, read by delta-rs; None if not local.
+
+    The same orders as ``_rebuild_by_spark``'s: those the Silver steps touched
+    since the last build, the orders of touched customers and those with a
+    line of a changed product, found by key instead of by joins over every
+    order and line.
+    """
+    earlier = lake.local_rows(
+        "silver",
+        incremental.TOUCHED_TABLE,
+        lake.text_field("run_id") > run_id,
+        ["source_table", "key"],
+    )
+    if earlier is None:
+        return None
+    source = pa.chunked_array(
+        [earlier.column("source_table").cast(pa.string()), [r[0] for r in this_run]], pa.string()
+    )
+    keys = pa.chunked_array(
+        [earlier.column("key").cast(pa.string()), [r[2] for r in this_run]], pa.string()
+    )
+    found = [pc.filter(keys, pc.is_in(source, pa.array(["orders", "order_items"])))]
+    customers_ = pc.filter(keys, pc.equal(source, "customers")).combine_chunks()
+    products_ = pa.array(changed_products, pa.string())
+    for table, column, wanted in (
+        ("orders", "customer_id", customers_),
+        ("order_items", "product_id", products_),
+    ):
+        if len(wanted):
+            rows = lake.local_rows(
+                "silver", table, lake.text_field(column).isin(wanted), ["order_id"]
+            )
+            if rows is None:
+                return None
+            found.append(rows.column("order_id").cast(pa.string()))
+    return pc.unique(pa.chunked_array(found, pa.string()).combine_chunks().drop_null())
+
+
+def _rebuild_by_arrow(
+    spark: SparkSession,
+    affected: pa.Array,
+    orders_: DataFrame,
+    items: DataFrame,
+    dim_products: DataFrame,
+    customers_: DataFrame,
+) -> None:
+    """The affected orders' fact lines from their rows read by delta-rs, in one MERGE."""
+    wanted = lake.text_field("order_id").isin(affected)
+    their_orders = lake.local_rows("silver", "orders", wanted)
+    their_items = lake.local_rows("silver", "order_items", wanted)
+    assert their_orders is not None and their_items is not None  # _affected_by_arrow read them
+    ids = pc.unique(their_orders.column("customer_id").cast(pa.string()).drop_null())
+    their_customers = lake.local_rows(
+        "silver", "customers", lake.text_field("customer_id").isin(ids), ["customer_id"]
+    )
+    assert their_customers is not None
+    fact = model.fact_sales(
+        lake.arrow_frame(spark, their_orders, orders_.schema),
+        lake.arrow_frame(spark, their_items, items.schema),
+        dim_products,
+        lake.arrow_frame(spark, their_customers, customers_.select("customer_id").schema),
+    )
+    groups = lake.arrow_frame(
+        spark, pa.table({"order_id": affected}), orders_.select("order_id").schema
+    )
+    lake.replace_groups(fact, "silver", "fact_sales", groups)
+
+
+def _rebuild_by_spark(
+    spark: SparkSession,
+    earlier: DataFrame,
+    this_run: list[tuple[str, str, str]],
+    changed_products: list[str],
+    orders_: DataFrame,
+    items: DataFrame,
+    dim_products: DataFrame,
+    customers_: DataFrame,
+) -> str:
+    """The affected orders' fact lines, found and rebuilt by Spark (a remote lake)."""
+    touched = earlier.unionByName(lake.rows_frame(spark, this_run, incremental.TOUCHED_SCHEMA))
+    by_order = touched.filter(F.col("source_table").isin("orders", "order_items")).select(
+        F.col("key").alias("order_id")
+    )
+    by_customer = orders_.join(
+        touched.filter(F.col("source_table") == "customers").select(
+            F.col("key").alias("customer_id")
+        ),
+        on="customer_id",
+        how="left_semi",
+    ).select("order_id")
+    changed = lake.arrow_frame(
+        spark,
+        pa.table({"product_id": pa.array(changed_products, pa.string())}),
+        items.select("product_id").schema,
+    )
+    by_product = items.join(changed, on="product_id", how="left_semi").select("order_id")
+    affected = by_order.unionByName(by_customer).unionByName(by_product).distinct()
+    affected = affected.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        n = affected.count()
+        if n:
+            fact = model.fact_sales(
+                orders_.join(affected, on="order_id", how="left_semi"),
+                items.join(affected, on="order_id", how="left_semi"),
+                dim_products,
+                customers_,
+            )
+            lake.replace_groups(fact, "silver", "fact_sales", affected)
+    finally:
+        affected.unpersist()
+    return f"incremental: lines of {n:,} order(s) rebuilt"
+
+
 def _silver_columns(spark: SparkSession, table: str) -> list[str]:
     """The stored table's columns (an older lake's fact_sales lacks the order flags)."""
     return lake.read(spark, "silver", table).columns
 
 
-def _changed_products(spark: SparkSession, since: int | None) -> DataFrame | None:
-    """product_ids whose silver.products row differs from the one at version ``since``."""
-    now = lake.read(spark, "silver", "products").select("product_id", "_row_hash")
+def _changed_products(spark: SparkSession, since: int | None) -> list[str] | None:
+    """product_ids whose silver.products row differs from the one at version ``since``;
+    None when that version cannot be read. By delta-rs on a local lake, else by Spark."""
     if since is None:
         return None
+    columns = ["product_id", "_row_hash"]
     try:
-        then = lake.read_version(spark, "silver", "products", since).select(
-            "product_id", "_row_hash"
-        )
-        then.limit(1).count()
+        local = [lake.local_rows("silver", "products", None, columns, v) for v in (None, since)]
+        if local[0] is not None and local[1] is not None:
+            now, then = ({tuple(r.values()) for r in t.to_pylist()} for t in local)
+            return sorted({product for product, _ in now ^ then})
+        now_df = lake.read(spark, "silver", "products").select(*columns)
+        then_df = lake.read_version(spark, "silver", "products", since).select(*columns)
+        changed = now_df.exceptAll(then_df).unionByName(then_df.exceptAll(now_df))
+        return sorted({r["product_id"] for r in changed.select("product_id").collect()})
     except Exception:  # vacuumed or unreadable: rebuild everything rather than guess
         return None
-    return (
-        now.exceptAll(then)
-        .select("product_id")
-        .unionByName(then.exceptAll(now).select("product_id"))
-        .distinct()
-    )
 
 
 STEPS = [
