@@ -307,7 +307,7 @@ def test_a_remote_lakes_increment_equals_a_local_ones(
     tests/test_lake_url.py."""
     import shutil
 
-    from pipeline import storage
+    from pipeline import runner, storage
 
     real_local_path = storage.local_path
 
@@ -324,6 +324,7 @@ def test_a_remote_lakes_increment_equals_a_local_ones(
         with monkeypatch.context() as patched:
             if remote:
                 patched.setattr(storage, "local_path", remote_file_urls)
+                patched.setattr(runner, "CACHE_DIR", tmp_path / "state")  # its run lock
             with lake_at(root.as_uri() if remote else root):  # type: ignore[arg-type]
                 assert (lake.local_location("silver", "orders") is None) == remote
                 _assert_increment(_run(spark, "silver"))
