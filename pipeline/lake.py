@@ -280,8 +280,9 @@ def local_rows(
     rust = None if local is None else rust_table_at(local, version)
     if rust is None or has_deletion_vectors(rust):
         return None
-    # one batch in flight: pyarrow's default read-ahead (16 batches of 4 files) held
-    # about a gigabyte of Bronze's raw lines at 1,000,000 orders to keep a few of them
+    # one batch in flight: with pyarrow's default read-ahead (16 batches of 4 files)
+    # fetching order items' 29,000 touched rows at 1,000,000 orders raised the
+    # process's peak by 170-190 MB and took longer (0.51-0.84 s against 0.40-0.42 s)
     scanner = rust.to_pyarrow_dataset().scanner(
         columns=list(columns) if columns is not None else None,
         filter=where,

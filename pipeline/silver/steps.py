@@ -243,8 +243,8 @@ def _refine_incrementally(
     this one's groups (orders for order items: the orphan rule). ``then``
     maintains the ``derived`` tables from the refined records (full: all of
     them). ``typed_for(groups)``: ``typed`` for an increment whose touched
-    groups were read by delta-rs. With nothing new the step reads no data and writes nothing. With
-    new files a small table (``incremental.recompute_below``) or an
+    groups were read by delta-rs. With nothing new the step reads no data and
+    writes nothing. With new files a small table (``incremental.recompute_below``) or an
     ``always_full`` one is recomputed from all of Bronze: below that size a
     recompute's few overwrites cost less than the incremental path's MERGEs
     and checks, and it gives the same rows.
