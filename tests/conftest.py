@@ -35,6 +35,21 @@ def lake_at(path: Path) -> Iterator[Path]:
             os.environ["SHOPLAKE_LAKE"] = previous
 
 
+def look_remote(monkeypatch: pytest.MonkeyPatch, state: Path) -> None:
+    """Make ``file://`` lake roots look remote (the code paths of a cloud lake, run on local
+    files): ``storage.local_path`` gives no folder for them, and the run lock, which a remote
+    lake keeps in the state folder, goes to ``state``."""
+    from pipeline import runner, storage
+
+    real_local_path = storage.local_path
+
+    def remote_file_urls(location: str | Path) -> Path | None:
+        return None if str(location).startswith("file:") else real_local_path(location)
+
+    monkeypatch.setattr(storage, "local_path", remote_file_urls)
+    monkeypatch.setattr(runner, "CACHE_DIR", state)
+
+
 # The files that take longest (each a few minutes of pipeline runs) go first, so that
 # under `make test`'s two workers (pytest-xdist, --dist loadfile) no long file starts
 # last while the other worker idles. Within a file the order is unchanged.

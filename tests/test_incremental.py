@@ -295,38 +295,3 @@ def test_touched_records_read_by_delta_rs_are_sparks(spark, tmp_path: Path) -> N
             lake.arrow_frame(spark, batches, spark.range(1).selectExpr("id AS x").schema).count()
             == 4
         )
-
-
-def test_a_remote_lakes_increment_equals_a_local_ones(
-    spark, base_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A local lake's increment reads its keys' rows by delta-rs; a remote one finds them
-    with Spark's joins over whole tables. The same batch gives the same Silver both ways.
-
-    The remote store is a ``file://`` URL that the lake treats as remote, as in
-    tests/test_lake_url.py."""
-    import shutil
-
-    from pipeline import runner, storage
-
-    real_local_path = storage.local_path
-
-    def remote_file_urls(location: str | Path) -> Path | None:
-        return None if str(location).startswith("file:") else real_local_path(location)
-
-    generate(base_lake, orders=20, seed=33, defect_rate=0.1, append=True)
-    with lake_at(base_lake):
-        _run(spark, "bronze")  # the same Bronze for both (bronze does not read by key)
-    snapshots = []
-    for name, remote in (("local", False), ("remote", True)):
-        root = tmp_path / name
-        shutil.copytree(base_lake, root)
-        with monkeypatch.context() as patched:
-            if remote:
-                patched.setattr(storage, "local_path", remote_file_urls)
-                patched.setattr(runner, "CACHE_DIR", tmp_path / "state")  # its run lock
-            with lake_at(root.as_uri() if remote else root):  # type: ignore[arg-type]
-                assert (lake.local_location("silver", "orders") is None) == remote
-                _assert_increment(_run(spark, "silver"))
-                snapshots.append(_snapshot(spark))
-    assert snapshots[0] == snapshots[1]

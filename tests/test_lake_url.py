@@ -167,17 +167,11 @@ def test_generate_on_a_remote_root_stages_and_copies_up(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The generator writes locally; a remote lake gets the same files, copied up."""
-    from pipeline import runner
     from pipeline.demo import generate_demo
     from pipeline.sources.generate import generate
+    from tests.conftest import look_remote
 
-    real_local_path = storage.local_path
-
-    def remote_file_urls(location: str | Path) -> Path | None:
-        return None if str(location).startswith("file:") else real_local_path(location)
-
-    monkeypatch.setattr(storage, "local_path", remote_file_urls)
-    monkeypatch.setattr(runner, "CACHE_DIR", tmp_path / "state")
+    look_remote(monkeypatch, tmp_path / "state")
     remote, local = tmp_path / "remote", tmp_path / "local"
     monkeypatch.setenv("SHOPLAKE_LAKE", remote.as_uri())
     options = dict(orders=80, seed=5, defect_rate=0.05)

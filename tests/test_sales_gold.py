@@ -319,3 +319,42 @@ def test_hand_written_orders_build_and_read_as_the_reference(spark) -> None:
     unknown = sales.by_dimension(SalesFilter(DAY, DAY), "category").set_index("category")
     assert math.isnan(unknown.loc["Unknown", "gross_margin"])
     assert sales.countries == ["DE", "FR", "Unknown"]
+
+
+def test_a_product_with_two_names_fails_product_sales_grain_rule(spark) -> None:
+    """product_sales takes a product's name and category once per product: lines that
+    disagree on them mark every row of that product, which the grain rule counts."""
+    from pipeline.gold import sales_cells
+    from pipeline.gold.grain import CONFLICT
+    from pipeline.gold.steps import _metrics, _rule_counts
+
+    day = dt.date(2024, 5, 1)
+    money = Decimal("10.00")
+    line = ("DE", "web", "delivered", True, True, 1, money, money, None)
+    rows = [
+        (day, "p1", "Mug", "Home", *line),
+        (day + dt.timedelta(days=1), "p1", "Mug", "Home", *line),
+        (day, "p2", "Lamp", "Home", *line),
+        (day + dt.timedelta(days=1), "p2", "Lamp (old)", "Home", *line),
+        (day, None, "Unknown product", None, *line),
+    ]
+    fact = spark.createDataFrame(
+        rows,
+        "order_date date, product_id string, product_name string, category string, "
+        "country string, channel string, status string, is_revenue_bearing boolean, "
+        "first_for_product boolean, quantity int, line_gross decimal(18,2), "
+        "line_net decimal(18,2), line_cost decimal(18,2)",
+    )
+    built = sales_cells.build_products(fact)
+    marked = {(r["product_id"], r["order_date"]): r[CONFLICT] for r in built.collect()}
+    assert marked == {
+        ("p1", day): False,
+        ("p1", day + dt.timedelta(days=1)): False,
+        ("p2", day): True,
+        ("p2", day + dt.timedelta(days=1)): True,
+        (None, day): False,
+    }
+    names = {r["product_id"]: (r["product_name"], r["category"]) for r in built.collect()}
+    assert names["p1"] == ("Mug", "Home") and names[None] == ("Unknown product", "Unknown")
+    values = built.agg(*_metrics(built, sales_cells.PRODUCT_GRAIN)).first().asDict()
+    assert _rule_counts(values)[0].rows_failed == 2

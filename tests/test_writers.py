@@ -1,10 +1,13 @@
 """A run's two writers give the same lake.
 
 On a small local lake a run collects each whole table as Arrow, checks it
-there and commits it with delta-rs; on a large or remote one Spark checks and
-writes it (pipeline.lake.arrow_target). The suite's lakes are small, so this
-file runs the same batches both ways and compares every batch table and every
-recorded check, after a full run and after an increment.
+there and commits it with delta-rs, and an increment reads its keys' rows with
+delta-rs (pipeline.lake.local_rows); on a remote lake Spark does all of it:
+its joins find the touched rows and it checks and writes every table. The
+suite's lakes are small, so this file runs the same batches on a local lake and
+on a remote one (a ``file://`` root made to look remote, tests/conftest.py:
+look_remote) and compares every batch table and every recorded check, after a
+full run and after an increment.
 """
 
 from __future__ import annotations
@@ -46,22 +49,33 @@ def test_the_writer_follows_the_lakes_size(tmp_path, monkeypatch) -> None:
         small_writes()
 
 
-def _run(spark, root: Path, writer: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+MERGED = ("silver.customers", "silver.orders", "silver.order_items", "silver.fact_sales")
+
+
+def _run(spark, root: Path, writer: str, increment: bool = False) -> None:
+    """A run of ``root``; the Spark writer's lake is a remote one (``look_remote``). An
+    increment merges what it touches on both (SHOPLAKE_INCREMENTAL_MIN_ROWS=0)."""
+    from pipeline import lake
     from pipeline.runner import run
 
-    monkeypatch.setenv("SHOPLAKE_WRITER", writer)
-    with lake_at(root):
+    with lake_at(root.as_uri() if writer == "spark" else root):  # type: ignore[arg-type]
+        assert (lake.local_location("silver", "orders") is None) == (writer == "spark")
         result = run("all", spark=spark)
     assert result.ok, result.error
-    return {s.step: s.delta_commits for s in result.steps}
+    if increment:
+        for step in (s for s in result.steps if s.step in MERGED):
+            assert any(n.startswith("incremental") for n in step.notes), (writer, step)
 
 
 @pytest.fixture(scope="module")
 def lakes(spark, tmp_path_factory) -> dict[str, list[Path]]:
-    """Per writer: the lake after a full run, and a copy of it after a 2 % append and a run."""
-    from pipeline.sources.generate import generate
+    """Per writer: the lake after a full run, and a copy of it after a 2 % append and a run.
 
-    monkeypatch = pytest.MonkeyPatch()
+    The Spark writer's lake is remote: Spark reads, joins, checks and writes it all."""
+    from pipeline.sources.generate import generate
+    from tests.conftest import look_remote
+
+    monkeypatch, remote = pytest.MonkeyPatch(), pytest.MonkeyPatch()
     base = tmp_path_factory.mktemp("writers")
     first = base / "first"
     generate(first, orders=600, batches=2, seed=5, defect_rate=0.05)
@@ -70,17 +84,25 @@ def lakes(spark, tmp_path_factory) -> dict[str, list[Path]]:
     generate(second, orders=12, seed=5, append=True, defect_rate=0.05)
     out: dict[str, list[Path]] = {}
     try:
+        monkeypatch.setenv("SHOPLAKE_INCREMENTAL_MIN_ROWS", "0")
         for writer in WRITERS:
+            if writer == "spark":
+                monkeypatch.delenv("SHOPLAKE_WRITER", raising=False)  # a remote lake's
+                look_remote(remote, base / "state")
+            else:
+                remote.undo()
+                monkeypatch.setenv("SHOPLAKE_WRITER", writer)
             full = base / writer / "full"
             shutil.copytree(first / "landing", full / "landing")
-            _run(spark, full, writer, monkeypatch)
+            _run(spark, full, writer)
             step = base / writer / "increment"
             shutil.copytree(full, step)
             shutil.rmtree(step / "landing")
             shutil.copytree(second / "landing", step / "landing")
-            _run(spark, step, writer, monkeypatch)
+            _run(spark, step, writer, increment=True)
             out[writer] = [full, step]
     finally:
+        remote.undo()
         monkeypatch.undo()
     return out
 
