@@ -54,19 +54,19 @@ def look_remote(monkeypatch: pytest.MonkeyPatch, state: Path) -> None:
 # under `make test`'s two workers (pytest-xdist, --dist loadfile) no long file starts
 # last while the other worker idles. Within a file the order is unchanged.
 LONGEST_FIRST = (  # seconds per file in one `make test` (two workers, --durations=0)
-    "test_cluster.py",  # 208
-    "test_writers.py",  # 136 (before its Spark lake became remote: about 150 since)
-    "test_incremental.py",  # 241 (with the remote-lake test it no longer has: about 137)
-    "test_browser.py",  # 132
-    "test_live_crash.py",  # 116
+    "test_writers.py",  # 166
+    "test_cluster.py",  # 164
+    "test_incremental.py",  # 121
+    "test_live_crash.py",  # 100
+    "test_browser.py",  # 98
     "test_anomalies.py",  # 86
-    "test_crash.py",  # 84
-    "test_live.py",  # 72
-    "test_pipeline.py",  # 66
-    "test_pages.py",  # 59
-    "test_corpus.py",  # 59
-    "test_cli.py",  # 31
-    "test_import.py",  # 30
+    "test_live.py",  # 63
+    "test_pages.py",  # 60
+    "test_pipeline.py",  # 59
+    "test_corpus.py",  # 56
+    "test_crash.py",  # 55
+    "test_cli.py",  # 35
+    "test_import.py",  # 31
 )
 
 
