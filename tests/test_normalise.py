@@ -12,10 +12,13 @@ from pipeline.contract import SOURCES
 from pipeline.live.events import parse_events
 from pipeline.silver import order_items, orders
 from pipeline.silver.normalise import (
+    _OUTER_WHITESPACE,
+    WHITESPACE,
     line_net,
     normalise_status,
     parse_decimal,
     parse_timestamp,
+    strip,
 )
 from pipeline.silver.refine import refine
 from tests.reference import parse_ts
@@ -131,6 +134,35 @@ def test_status_synonyms(spark):
     )
     got = df.select("i", normalise_status(F.col("raw")).alias("s")).orderBy("i").collect()
     assert [r["s"] for r in got] == [want for _, want in STATUSES]
+
+
+def test_strip_removes_what_the_whitespace_regex_removes(spark):
+    """strip's cheap edge check must not miss a character the regex counts as whitespace:
+    every character of the Basic Multilingual Plane, alone, at either end and inside."""
+    char = F.decode(F.unhex(F.lpad(F.hex(F.col("id")), 4, "0")), "UTF-16BE")
+    surrogate = F.col("id").between(0xD800, 0xDFFF)  # halves of a pair, not characters
+    characters = spark.range(0x10000).filter(~surrogate)
+    values = characters.select(
+        F.explode(
+            F.array(
+                char,
+                F.concat(char, F.lit("ab")),
+                F.concat(F.lit("ab"), char),
+                F.concat(char, F.lit("a b"), char, char),
+                F.concat(F.lit("a"), char, F.lit("b")),
+            )
+        ).alias("raw")
+    )
+    compared = values.select(
+        F.col("raw"),
+        strip(F.col("raw")).alias("got"),
+        F.regexp_replace(F.col("raw"), _OUTER_WHITESPACE, "").alias("want"),
+    )
+    stripped = compared.filter(F.col("raw") != F.col("want")).count()
+    differ = compared.filter(~F.col("got").eqNullSafe(F.col("want"))).limit(5).collect()
+    assert differ == []
+    # the regex stripped exactly the listed characters: alone, leading, trailing, both ends
+    assert stripped == len(WHITESPACE) * 4
 
 
 def test_line_net_rounds_half_up(spark):
