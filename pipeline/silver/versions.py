@@ -43,23 +43,37 @@ def mark_versions(
     record of that key is a conflict. Only ``eligible`` rows (default: all)
     compete; the others are ranked after them and get no version fate, so the
     caller can mark every row in one pass instead of splitting and uniting.
+
+    One window over the ranked key: two competing records tie for first exactly when
+    the second in that order competes and ties the first, so the first and second
+    rows' values, seen from every row, decide a conflict without a second window
+    counting the leaders (BENCHMARKS.md, #14 sixteenth session).
     """
     competes = F.coalesce(eligible, F.lit(False)) if eligible is not None else F.lit(True)
+    batch = F.col("_batch_id")
     ordered = Window.partitionBy(*[F.col(k) for k in key]).orderBy(
-        competes.desc(), updated_at.desc_nulls_last(), F.col("_batch_id").desc()
+        competes.desc(), updated_at.desc_nulls_last(), batch.desc()
     )
-    whole_key = Window.partitionBy(*[F.col(k) for k in key])
-    ranked = df.withColumn("_competes", competes).withColumn(
-        "_version_rank", F.rank().over(ordered)
+    whole_key = ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    ranked = df.select(
+        "*",
+        competes.alias("_competes"),
+        F.rank().over(ordered).alias("_version_rank"),
+        F.first(updated_at).over(whole_key).alias("_first_updated"),
+        F.first(batch).over(whole_key).alias("_first_batch"),
+        F.nth_value(competes, 2).over(whole_key).alias("_second_competes"),
+        F.nth_value(updated_at, 2).over(whole_key).alias("_second_updated"),
+        F.nth_value(batch, 2).over(whole_key).alias("_second_batch"),
     )
-    with_ties = ranked.withColumn(
-        "_top_count",
-        F.sum((F.col("_competes") & (F.col("_version_rank") == 1)).cast("int")).over(whole_key),
+    tie_for_first = (
+        F.coalesce(F.col("_second_competes"), F.lit(False))
+        & F.col("_second_updated").eqNullSafe(F.col("_first_updated"))
+        & F.col("_second_batch").eqNullSafe(F.col("_first_batch"))
     )
     fate = (
         F.when(~F.col("_competes"), F.lit(None).cast("string"))
-        .when(F.col("_top_count") > 1, F.lit("conflict"))
+        .when(tie_for_first, F.lit("conflict"))
         .when(F.col("_version_rank") == 1, F.lit("survivor"))
         .otherwise(F.lit("superseded"))
     )
-    return with_ties.withColumn(VERSION_FATE, fate).drop("_version_rank", "_top_count", "_competes")
+    return ranked.select(*[F.col(c) for c in df.columns], fate.alias(VERSION_FATE))
