@@ -53,8 +53,15 @@ COLUMNS = ["order_id", "line_no", "product_id", "quantity", "unit_price", "disco
 
 
 def typed(df: DataFrame, order_keys: DataFrame) -> DataFrame:
-    """order_keys: silver.orders' order_id column, for the orphan rule."""
-    known = order_keys.select(F.col("order_id").alias("_known_order_id")).distinct()
+    """order_keys: silver.orders' order_id column, for the orphan rule.
+
+    No distinct: order_id is silver.orders' primary key, checked unique before each
+    of its writes (``primary_key_unique``, a fail rule, on both writers), so the left
+    join keeps one row per order line. The distinct was an aggregation of every
+    order (1M lake, order lines parsed and joined, alternated warm medians:
+    11.1 -> 9.8 s).
+    """
+    known = order_keys.select(F.col("order_id").alias("_known_order_id"))
     discount = F.when(
         F.trim(F.col("discount_pct")).isNull() | (F.trim(F.col("discount_pct")) == ""),
         F.lit("0"),
