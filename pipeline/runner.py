@@ -281,6 +281,10 @@ def small_writes(landing: int | None = None) -> bool:
     return small_lake(landing)
 
 
+BROADCAST_THRESHOLD = "spark.sql.autoBroadcastJoinThreshold"
+DEFAULT_BROADCAST = "10MB"  # Spark's own default
+
+
 def _compile_or_interpret(spark: SparkSession, landing: int | None = None) -> None:
     """Spark's code generation on or off for this run (``whole_stage_codegen``).
 
@@ -290,11 +294,18 @@ def _compile_or_interpret(spark: SparkSession, landing: int | None = None) -> No
     Adaptive execution goes with it: on a small lake it only splits each query
     into a job per shuffle stage to re-plan data that is small anyway (a warm
     10k run: 186 -> 104 jobs, 22.5 -> 19.7 s, docs/decisions.md "Run shape").
+    So do joins broadcast by size: each broadcast is a Spark job of its own that
+    collects a side of a few kilobytes to the driver, where joining it within the
+    query's own shuffle costs less (a warm 10k run: 74 -> 64 jobs, 14.0 ->
+    12.9 s). The joins the code asks to broadcast (``F.broadcast``) still are,
+    and a threshold set in ``SHOPLAKE_SPARK_CONF`` holds at any size.
     """
     on = whole_stage_codegen(landing)
     spark.conf.set("spark.sql.codegen.wholeStage", "true" if on else "false")
     spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK" if on else "NO_CODEGEN")
     spark.conf.set("spark.sql.adaptive.enabled", "true" if on else "false")
+    chosen = spark_settings().extra_conf.get(BROADCAST_THRESHOLD)  # set by hand: kept
+    spark.conf.set(BROADCAST_THRESHOLD, chosen or (DEFAULT_BROADCAST if on else "-1"))
 
 
 SMALL_STEP_ROWS = 50_000  # rows of a step's input tables, in all

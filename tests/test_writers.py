@@ -366,6 +366,8 @@ def test_a_large_lakes_small_steps_run_as_on_a_small_lake(
     assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
     small = runner._small_session(spark)
     assert small is not spark and small.conf.get("spark.sql.codegen.wholeStage") == "false"
+    threshold = "spark.sql.autoBroadcastJoinThreshold"  # joins broadcast by size: large only
+    assert (spark.conf.get(threshold), small.conf.get(threshold)) == ("10MB", "-1")
     assert _last_engine(root / "silver" / "products") == "delta-rs"
     assert _last_engine(root / "silver" / "customers") == "spark"
     assert _last_engine(root / "silver" / "dim_date") == "delta-rs"  # a row a day: collected
