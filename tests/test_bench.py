@@ -54,6 +54,40 @@ def test_process_tree_memory_is_sampled():
     assert harness.tree_rss(os.getpid()) > 10 * 1024**2
 
 
+def test_a_child_sharing_its_parents_pages_is_counted_once():
+    """A fork that has not run a program of its own reports its parent's pages as its
+    own (a vfork's child, for a moment, the whole JVM): the tree counts them once,
+    while a child running a program of its own is counted."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, subprocess, sys, time\n"
+        "held = bytearray(300 * 1024 * 1024)\n"
+        "held[::4096] = b'x' * len(held[::4096])\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(60); os._exit(0)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; x = bytearray(100 << 20); "
+        "x[::4096] = bytes(len(x[::4096])); time.sleep(60)'])\n"
+        "print('ready', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(1.0)  # the program touches its 100 MB
+        total, cpu = harness.tree_sample(proc.pid)
+        assert len(cpu) == 3  # the parent, the fork and the program, all seen
+        # 300 MB once, the program's 100 MB, interpreters; 700+ MB counted the fork too
+        assert 400 * 1024**2 < total < 600 * 1024**2, total / 1024**2
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _result(fill: float | None, **fields) -> dict:
     """A latest.json-shaped result: every required key set to ``fill``, then ``fields``."""
     result = {key: fill for key in harness.REQUIRED_KEYS}
