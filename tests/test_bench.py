@@ -279,11 +279,17 @@ def test_make_test_figure_comes_from_a_passing_suite_only():
     no figure (a fast failure must not pass for a fast suite)."""
     output = (
         "....\n"
+        "FAILED tests/test_live.py::test_a - AssertionError: late\n"
+        "ERROR tests/test_cli.py::test_b - RuntimeError\n"
         "=========== 340 passed, 2 failed, 1 skipped in 701.23s (0:11:41) ===========\n"
         "make: *** [Makefile:40: test] Error 1\n"
     )
     assert harness.pytest_counts(output) == {"passed": 340, "failed": 2, "skipped": 1}
     assert harness.pytest_counts("no summary here") == {}
+    assert harness.failed_tests(output) == [
+        "FAILED tests/test_live.py::test_a - AssertionError: late",
+        "ERROR tests/test_cli.py::test_b - RuntimeError",
+    ]
     base = _result(None, mode="full", orders=1_000_000)
     for code, seconds, expected in ((0, 600.0, 10.0), (2, 300.0, None), (None, 2400.0, None)):
         result = {**base, "make_test": {"seconds": seconds, "exit_code": code, "counts": {}}}

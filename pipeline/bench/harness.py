@@ -1204,10 +1204,19 @@ def _make_test(bench: Bench) -> dict | None:
     }
     if code != 0:
         why = "timed out" if code is None else f"exit code {code}"
-        tail = " | ".join(output.strip().splitlines()[-3:])
+        out["failures"] = failed_tests(output)
+        tail = " | ".join(out["failures"] + output.strip().splitlines()[-3:])
         bench.notes.append(f"make test: {why} after {seconds / 60:.1f} min: {tail}")
     bench.say(f"make test: {seconds / 60:.1f} min, {out['counts']}")
     return out
+
+
+def failed_tests(output: str) -> list[str]:
+    """pytest's summary lines of the tests that failed or errored: the log itself is
+    deleted once read, and a failure in a busy bench is worth telling from a flake."""
+    return [
+        line.strip()[:300] for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))
+    ][:10]
 
 
 def _measure_dq(bench: Bench, size: int, lake: Path, full: dict) -> dict:
