@@ -184,11 +184,12 @@ def tree_sample(pid: int) -> tuple[int, dict[int, float]]:
     and until the exec the child's statm is the parent's, so a sample taken
     then counted the 2 GB JVM twice (transient peaks of 3.8-4.9 GB in runs whose
     memory stayed near 2.6 GB). Such a child is known by running the parent's
-    program with the parent's arguments (``_copy_of_parent``): its memory,
-    read a moment after the parent's, seldom equals it exactly, and a bench
-    counted a 1M run's JVM twice that way (5.52 GB, where runs peak near 3.8).
-    A child forked without an exec of its own shares its pages with the parent
-    until they are written, so it is left out too.
+    program with the parent's arguments (``_copy_of_parent``), not by equal
+    memory figures: read a moment after the parent's, they need not match, and
+    the JVM could be counted twice again (one bench's unexplained 5.52 GB, where
+    runs peak near 3.8, did not recur in a rerun sampled both ways). A child
+    forked without an exec of its own shares its pages with the parent until
+    they are written, so it is left out too.
     """
     try:
         import psutil
