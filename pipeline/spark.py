@@ -75,6 +75,8 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
         "spark.driver.extraJavaOptions": " ".join(
             filter(None, [f"-Dderby.system.home={CACHE_DIR / 'derby'}", _jvm_options(short_run)])
         ),
+        # A cluster's executors (local mode has none: its tasks run in the driver's JVM).
+        "spark.executor.extraJavaOptions": _jvm_options(short_run, class_archive=False),
         "spark.log.level": "WARN",
     }
 
@@ -87,19 +89,25 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
 GC_JVM_OPTIONS = "-XX:+UseParallelGC"
 
 
-def _jvm_options(short_run: bool = False) -> str:
+def _jvm_options(short_run: bool = False, class_archive: bool = True) -> str:
     """SHOPLAKE_JVM_OPTIONS, plus the class-data-sharing archive when one was built for
     this JVM and these jars (``pipeline.jvm``): a fresh process loads Spark's classes
     from it instead of from the jars. ``short_run``: ``SHORT_RUN_JVM_OPTIONS``, unless
     SHOPLAKE_JVM_OPTIONS chooses the compiler itself; ``GC_JVM_OPTIONS`` unless it
-    chooses the collector."""
+    chooses the collector.
+
+    A cluster's executors get the same options but the archive (``class_archive=False``):
+    it holds the driver's class path, which an executor's is not. A short run's executor
+    is as short-lived as its driver: on the test suite's standalone cluster (one 1-core
+    worker, 200 orders, `run all`, alternated) the run took 71.6/71.2 s with the
+    executor's default compilers and 56.3/55.2 s with the quick one and this collector."""
     chosen = spark_settings().jvm_options
     options = [chosen]
     if not re.search(r"-XX:\+Use\w*GC\b", chosen):
         options.append(GC_JVM_OPTIONS)
     if short_run and "TieredStopAtLevel" not in chosen:
         options.append(SHORT_RUN_JVM_OPTIONS)
-    archive = jvm.class_archive()
+    archive = jvm.class_archive() if class_archive else None
     if archive is not None:
         options.append(f"-XX:SharedArchiveFile={archive} -Xlog:cds=off -Xlog:cds+dynamic=off")
     return " ".join(filter(None, options))

@@ -124,6 +124,11 @@ def test_pipeline_runs_on_the_cluster_and_matches_the_reference(servers, cluster
     apps = cluster.status().get("completedapps", [])
     assert any(a["name"] == "shoplake" and a["cores"] == 1 for a in apps), apps
     assert cluster.healthy()
+    # A short run's executor compiles as its driver does (pipeline/spark.py: _jvm_options).
+    ran = next(a["id"] for a in apps if a["name"] == "shoplake")
+    launched = "".join(p.read_text() for p in cluster.log_dir.glob(f"worker-0/{ran}/*/stderr"))
+    command = [line for line in launched.splitlines() if "Spark Executor Command" in line]
+    assert command and '"-XX:TieredStopAtLevel=1"' in command[0], command
 
     expected = reference.compute(cluster_lake / "landing")
     daily = {r["order_date"]: r for r in _gold(cluster_lake, "daily_sales")}

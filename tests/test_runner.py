@@ -65,11 +65,16 @@ def test_code_generation_follows_the_lakes_size(tmp_path, monkeypatch) -> None:
 
 def test_a_short_run_uses_the_quick_compiler_unless_told_otherwise(monkeypatch) -> None:
     """`python -m pipeline run` on a small lake starts its JVM with the quick compiler only."""
-    from pipeline.spark import SHORT_RUN_JVM_OPTIONS, _jvm_options
+    from pipeline.spark import GC_JVM_OPTIONS, SHORT_RUN_JVM_OPTIONS, _base_config, _jvm_options
 
     monkeypatch.delenv("SHOPLAKE_JVM_OPTIONS", raising=False)
     assert SHORT_RUN_JVM_OPTIONS in _jvm_options(short_run=True)
     assert "TieredStopAtLevel" not in _jvm_options(short_run=False)
+    executors = _base_config(2, short_run=True)["spark.executor.extraJavaOptions"]
+    assert SHORT_RUN_JVM_OPTIONS in executors and GC_JVM_OPTIONS in executors
+    assert "SharedArchiveFile" not in executors  # the driver's class path, not theirs
+    executors = _base_config(2, short_run=False)["spark.executor.extraJavaOptions"]
+    assert "TieredStopAtLevel" not in executors
     monkeypatch.setenv("SHOPLAKE_JVM_OPTIONS", "-XX:TieredStopAtLevel=4 -Xss4m")
     options = _jvm_options(short_run=True)
     assert "-XX:TieredStopAtLevel=4 -Xss4m" in options
