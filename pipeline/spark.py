@@ -96,11 +96,12 @@ def _jvm_options(short_run: bool = False, class_archive: bool = True) -> str:
     SHOPLAKE_JVM_OPTIONS chooses the compiler itself; ``GC_JVM_OPTIONS`` unless it
     chooses the collector.
 
-    A cluster's executors get the same options but the archive (``class_archive=False``):
-    it holds the driver's class path, which an executor's is not. A short run's executor
-    is as short-lived as its driver: on the test suite's standalone cluster (one 1-core
-    worker, 200 orders, `run all`, alternated) the run took 71.6/71.2 s with the
-    executor's default compilers and 56.3/55.2 s with the quick one and this collector."""
+    A cluster's executors get all of these options except the archive
+    (``class_archive=False``): it holds the driver's class path, not an executor's. A
+    short run's executor is as short-lived as its driver: on the test suite's standalone
+    cluster (one 1-core worker, 200 orders, `run all`, alternated) the run took 71.6/71.2 s
+    with the executor's default compilers and 56.3/55.2 s with the quick one and this
+    collector."""
     chosen = spark_settings().jvm_options
     options = [chosen]
     if not re.search(r"-XX:\+Use\w*GC\b", chosen):
