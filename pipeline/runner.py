@@ -27,6 +27,7 @@ from pipeline import catalog, lake, storage
 from pipeline.config import CACHE_DIR, SOURCES, settings, spark_settings
 from pipeline.registry import Context, Step, StepFailed, StepOutcome, step_session, steps_for
 from pipeline.silver import incremental
+from pipeline.spark import SHORT_RUN_BYTES
 
 Progress = Callable[[str, float], None]
 
@@ -298,7 +299,8 @@ def _compile_or_interpret(spark: SparkSession, landing: int | None = None) -> No
     collects a side of a few kilobytes to the driver, where joining it within the
     query's own shuffle costs less (a warm 10k run: 74 -> 64 jobs, 14.0 ->
     12.9 s). The joins the code asks to broadcast (``F.broadcast``) still are,
-    and a threshold set in ``SHOPLAKE_SPARK_CONF`` holds at any size.
+    and a threshold set in ``SHOPLAKE_SPARK_CONF`` holds at any size. The
+    partitions follow the lake's size too (``partition_settings``).
     """
     on = whole_stage_codegen(landing)
     spark.conf.set("spark.sql.codegen.wholeStage", "true" if on else "false")
@@ -306,6 +308,44 @@ def _compile_or_interpret(spark: SparkSession, landing: int | None = None) -> No
     spark.conf.set("spark.sql.adaptive.enabled", "true" if on else "false")
     chosen = spark_settings().extra_conf.get(BROADCAST_THRESHOLD)  # set by hand: kept
     spark.conf.set(BROADCAST_THRESHOLD, chosen or (DEFAULT_BROADCAST if on else "-1"))
+    size = landing_bytes() if landing is None else landing
+    for key, value in partition_settings(size < ONE_PARTITION_BYTES).items():
+        spark.conf.set(key, value)
+
+
+ONE_PARTITION_BYTES = SHORT_RUN_BYTES  # about 20,000 generated orders
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
+SNAPSHOT_PARTITIONS_DEFAULT = "2"  # the session's (pipeline/spark.py)
+
+
+def partition_settings(small: bool) -> dict[str, str]:
+    """A run's shuffle partitions and Delta log-replay partitions.
+
+    ``small``: the landing files are under ONE_PARTITION_BYTES (a small step of a
+    large lake counts too). Then one of each: a table of a few thousand rows needs no split,
+    and every partition more is a task whose plan Spark serialises, ships and
+    deserialises for a handful of rows; the run's steps, three at a time in
+    threads, keep both cores busy. Warm 10,000-order full runs, alternated in one
+    session (4 and 2 partitions against 1 and 1, four pairs after the warm-up):
+    median 13.7 -> 12.4 s, JVM CPU 23.3 -> 19.8 s (docs/decisions.md, "Run shape").
+    Not up to the small-lake size (32 MB): measured at 10,000 orders only, and
+    Silver's chain of steps runs one step at a time, where one partition leaves a
+    core idle once the data is no longer tiny.
+    Otherwise the session's: ``SHOPLAKE_SHUFFLE_PARTITIONS`` (4 local, 32 on a
+    cluster) and 2. A value set by hand (``SHOPLAKE_SHUFFLE_PARTITIONS``, or the
+    key in ``SHOPLAKE_SPARK_CONF``) holds at any size.
+    """
+    chosen = spark_settings()
+    shuffle = chosen.extra_conf.get(SHUFFLE_PARTITIONS)
+    if shuffle is None:
+        master = settings().spark_master or chosen.local_master
+        configured = chosen.partitions(master.startswith("local"))
+        shuffle = "1" if small and chosen.shuffle_partitions is None else str(configured)
+    snapshot = chosen.extra_conf.get(SNAPSHOT_PARTITIONS)
+    if snapshot is None:
+        snapshot = "1" if small else SNAPSHOT_PARTITIONS_DEFAULT
+    return {SHUFFLE_PARTITIONS: shuffle, SNAPSHOT_PARTITIONS: snapshot}
 
 
 SMALL_STEP_ROWS = 50_000  # rows of a step's input tables, in all

@@ -56,7 +56,7 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
-        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.databricks.delta.snapshotPartitions": "2",  # runner.partition_settings
         "spark.databricks.delta.optimizeWrite.enabled": "false",
         "spark.databricks.delta.autoCompact.enabled": "false",
         "spark.databricks.delta.stalenessLimit": "0",

@@ -63,6 +63,45 @@ def test_code_generation_follows_the_lakes_size(tmp_path, monkeypatch) -> None:
         whole_stage_codegen()
 
 
+def test_partitions_follow_the_lakes_size_unless_set_by_hand(monkeypatch) -> None:
+    """A small lake's run: one shuffle and one log-replay partition; a larger one the
+    session's; SHOPLAKE_SHUFFLE_PARTITIONS or SHOPLAKE_SPARK_CONF holds at any size."""
+    from pipeline.runner import SHUFFLE_PARTITIONS, SNAPSHOT_PARTITIONS, partition_settings
+
+    for name in ("SHOPLAKE_SHUFFLE_PARTITIONS", "SHOPLAKE_SPARK_CONF", "SPARK_MASTER"):
+        monkeypatch.delenv(name, raising=False)
+    assert partition_settings(small=True) == {SHUFFLE_PARTITIONS: "1", SNAPSHOT_PARTITIONS: "1"}
+    assert partition_settings(small=False) == {SHUFFLE_PARTITIONS: "4", SNAPSHOT_PARTITIONS: "2"}
+    monkeypatch.setenv("SPARK_MASTER", "spark://127.0.0.1:7077")
+    assert partition_settings(small=False)[SHUFFLE_PARTITIONS] == "32"
+    assert partition_settings(small=True)[SHUFFLE_PARTITIONS] == "1"
+    monkeypatch.setenv("SHOPLAKE_SHUFFLE_PARTITIONS", "3")
+    assert partition_settings(small=True)[SHUFFLE_PARTITIONS] == "3"
+    monkeypatch.setenv("SHOPLAKE_SPARK_CONF", f"{SHUFFLE_PARTITIONS}=5;{SNAPSHOT_PARTITIONS}=6")
+    assert partition_settings(small=True) == {SHUFFLE_PARTITIONS: "5", SNAPSHOT_PARTITIONS: "6"}
+
+
+def test_a_run_sets_its_partitions_on_the_session(spark, monkeypatch) -> None:
+    from pipeline.runner import (
+        ONE_PARTITION_BYTES,
+        SHUFFLE_PARTITIONS,
+        SMALL_LAKE_BYTES,
+        SNAPSHOT_PARTITIONS,
+        _compile_or_interpret,
+    )
+
+    for name in ("SHOPLAKE_SHUFFLE_PARTITIONS", "SHOPLAKE_SPARK_CONF", "SPARK_MASTER"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        for landing in (ONE_PARTITION_BYTES, SMALL_LAKE_BYTES):  # a small lake, a large one
+            _compile_or_interpret(spark, landing=landing)
+            settings = spark.conf.get(SHUFFLE_PARTITIONS), spark.conf.get(SNAPSHOT_PARTITIONS)
+            assert settings == ("4", "2"), landing
+    finally:
+        _compile_or_interpret(spark, landing=0)
+    assert (spark.conf.get(SHUFFLE_PARTITIONS), spark.conf.get(SNAPSHOT_PARTITIONS)) == ("1", "1")
+
+
 def test_a_short_run_uses_the_quick_compiler_unless_told_otherwise(monkeypatch) -> None:
     """`python -m pipeline run` on a small lake starts its JVM with the quick compiler only."""
     from pipeline.spark import GC_JVM_OPTIONS, SHORT_RUN_JVM_OPTIONS, _base_config, _jvm_options
