@@ -258,8 +258,16 @@ def is_healthy(timeout: float = 5.0) -> bool:
 
 
 def _kafka_cluster_uuid() -> str:
-    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
+
+    Never one that starts with ``-`` (one in 64 do): Kafka's storage tool would
+    read it as an option and fail ("argument --cluster-id/-t: expected one
+    argument"), as Kafka's own ``Uuid.randomUuid`` avoids by drawing again.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _server_properties(home: Path, port: int, controller_port: int) -> str:
