@@ -28,6 +28,7 @@ from pipeline.config import CACHE_DIR, SOURCES, settings, spark_settings
 from pipeline.registry import Context, Step, StepFailed, StepOutcome, step_session, steps_for
 from pipeline.silver import incremental
 from pipeline.spark import SHORT_RUN_BYTES
+from pipeline.spark import SNAPSHOT_PARTITIONS as SNAPSHOT_PARTITIONS_DEFAULT
 
 Progress = Callable[[str, float], None]
 
@@ -316,7 +317,6 @@ def _compile_or_interpret(spark: SparkSession, landing: int | None = None) -> No
 ONE_PARTITION_BYTES = SHORT_RUN_BYTES  # about 20,000 generated orders
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
-SNAPSHOT_PARTITIONS_DEFAULT = "2"  # the session's (pipeline/spark.py)
 
 
 def partition_settings(small: bool) -> dict[str, str]:

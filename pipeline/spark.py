@@ -44,6 +44,7 @@ def _check_java() -> None:
 # sessions (many small lakes) take the quick compiler (tests/conftest.py).
 SHORT_RUN_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
 SHORT_RUN_BYTES = 6 * 1024 * 1024  # about 20,000 generated orders
+SNAPSHOT_PARTITIONS = "2"  # Delta log replay: a run on a very small lake takes 1 (runner)
 
 
 def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, str]:
@@ -56,7 +57,7 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
-        "spark.databricks.delta.snapshotPartitions": "2",  # runner.partition_settings
+        "spark.databricks.delta.snapshotPartitions": SNAPSHOT_PARTITIONS,
         "spark.databricks.delta.optimizeWrite.enabled": "false",
         "spark.databricks.delta.autoCompact.enabled": "false",
         "spark.databricks.delta.stalenessLimit": "0",

@@ -92,14 +92,20 @@ def test_a_run_sets_its_partitions_on_the_session(spark, monkeypatch) -> None:
 
     for name in ("SHOPLAKE_SHUFFLE_PARTITIONS", "SHOPLAKE_SPARK_CONF", "SPARK_MASTER"):
         monkeypatch.delenv(name, raising=False)
+    keys = ("spark.sql.codegen.wholeStage", SHUFFLE_PARTITIONS, SNAPSHOT_PARTITIONS)
+    before = {key: spark.conf.get(key) for key in keys}  # the later tests' session, as it was
     try:
         for landing in (ONE_PARTITION_BYTES, SMALL_LAKE_BYTES):  # a small lake, a large one
             _compile_or_interpret(spark, landing=landing)
             settings = spark.conf.get(SHUFFLE_PARTITIONS), spark.conf.get(SNAPSHOT_PARTITIONS)
             assert settings == ("4", "2"), landing
+        _compile_or_interpret(spark, landing=0)
+        settings = spark.conf.get(SHUFFLE_PARTITIONS), spark.conf.get(SNAPSHOT_PARTITIONS)
+        assert settings == ("1", "1")
     finally:
         _compile_or_interpret(spark, landing=0)
-    assert (spark.conf.get(SHUFFLE_PARTITIONS), spark.conf.get(SNAPSHOT_PARTITIONS)) == ("1", "1")
+        for key, value in before.items():
+            spark.conf.set(key, value)
 
 
 def test_a_short_run_uses_the_quick_compiler_unless_told_otherwise(monkeypatch) -> None:
