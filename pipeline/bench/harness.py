@@ -1534,8 +1534,8 @@ def render_make_test(r: dict) -> list[str]:
         "",
         "## The test suite (`make test`)",
         "",
-        f"`make test` (the command CI runs: two pytest workers, real Spark, Delta, Kafka and "
-        f"Chromium), started by the bench after all of the above: "
+        f"`make test` (the command CI runs: the Makefile's pytest workers, real Spark, Delta, "
+        f"Kafka and Chromium), started by the bench after all of the above: "
         f"{_fmt(suite['seconds'] / 60, ' min')} ({counts or 'no pytest summary'}); {status}. "
         f"Load average {start[0] if start else 'n/a'} at its start, "
         f"{end[0] if end else 'n/a'} at its end.",
