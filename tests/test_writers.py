@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -374,3 +376,52 @@ def test_a_large_lakes_small_steps_run_as_on_a_small_lake(
     assert _rows(root, "silver", "dim_date") == _rows(lakes["spark"][0], "silver", "dim_date")
     for table in ("products", "customers", "orders", "quarantine"):
         assert _rows(root, "silver", table) == _rows(lakes["spark"][0], "silver", table), table
+
+
+@contextmanager
+def _small_run() -> Iterator[None]:
+    from pipeline import lake
+
+    token = lake.small_writes.set(True)  # as the runner sets it for a small lake's steps
+    try:
+        yield
+    finally:
+        lake.small_writes.reset(token)
+
+
+def test_a_small_lakes_reads_are_the_parquet_files_delta_rs_lists(
+    spark, lakes, tmp_path, monkeypatch
+) -> None:
+    """On a small local lake ``lake.read`` is a plain Parquet read of the files in the
+    table's current version (lake.listed_files_frame): the same rows, columns and types
+    as Spark's Delta reader, the partitioned quarantine included; elsewhere Delta's."""
+    from delta.tables import DeltaTable
+
+    from pipeline import lake
+    from tests.conftest import look_remote
+
+    root = lakes["delta-rs"][1]  # after an increment: several versions, files replaced
+    with lake_at(root), _small_run():
+        for layer, table in STATS_TABLES:
+            listed = lake.read(spark, layer, table)
+            plan = listed._jdf.queryExecution().executedPlan().toString()
+            assert "InMemoryFileIndex" in plan, (table, plan)
+            delta = DeltaTable.forPath(spark, lake.path(layer, table)).toDF()
+            assert listed.schema == delta.schema, table
+            assert sorted(map(repr, listed.collect())) == sorted(map(repr, delta.collect())), table
+    with lake_at(root):  # not a small run's step
+        assert lake.listed_files_frame(spark, "silver", "orders") is None
+    for name, properties, listed in (
+        ("plain", "", True),
+        ("deletion-vectors", "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')", False),
+        ("glob[1]", "", False),  # Spark would read the folder's name as a pattern
+    ):
+        location = tmp_path / name / "gold" / "daily_sales"
+        spark.sql(f"CREATE TABLE delta.`{location}` (order_date DATE) USING delta {properties}")
+        spark.sql(f"INSERT INTO delta.`{location}` VALUES (DATE'2026-01-01')")
+        with lake_at(tmp_path / name), _small_run():
+            frame = lake.listed_files_frame(spark, "gold", "daily_sales")
+            assert (frame is not None) == listed, name
+    look_remote(monkeypatch, tmp_path / "state")
+    with lake_at(root.as_uri()), _small_run():  # type: ignore[arg-type]
+        assert lake.listed_files_frame(spark, "silver", "orders") is None
