@@ -18,6 +18,10 @@ its schema; otherwise the staged rows are written by Spark's Delta writer
 (``lake.overwrite``), still after the checks. A run killed between the write
 and the commit leaves an unreferenced folder, which nothing reads (as a killed
 Spark write leaves unreferenced files).
+
+The same commit of footer-described files serves Bronze's appends on a small
+lake (``append_by_value``): rows Spark parsed and the run collected, one file
+per landing file.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -85,10 +90,23 @@ def _commit(df: DataFrame, layer: str, table: str, local: str, folder: str) -> N
         lake.overwrite(staged, layer, table)
         shutil.rmtree(stage, ignore_errors=True)
         return
-    wanted = lake.stats_columns(layer, table, df.columns)
+    names = [f"{folder}/{name}" for name in sorted(os.listdir(stage))]
+    commit_files(layer, table, local, names, schema, "overwrite")
+
+
+def commit_files(
+    layer: str, table: str, local: str, names: Sequence[str], schema: pa.Schema, mode: str
+) -> None:
+    """One delta-rs commit adding the Parquet files ``names`` (relative to the table's
+    folder) to the table, or creating it with them; ``overwrite`` removes its other files.
+
+    Each file gets Delta's statistics of the catalog's columns, read from its footer.
+    """
+    wanted = lake.stats_columns(layer, table, schema.names)
     columns = wanted.split(",") if wanted else [f.name for f in schema][:32]
-    actions = [_add_action(stage, folder, name, columns) for name in sorted(os.listdir(stage))]
+    actions = [_add_action(local, name, columns) for name in names]
     with lake.writing(layer, table):
+        target = lake.rust_table_at(local)
         if target is None:
             from deltalake import Schema
             from deltalake.transaction import create_table_with_add_actions
@@ -99,7 +117,37 @@ def _commit(df: DataFrame, layer: str, table: str, local: str, folder: str) -> N
             )
         else:
             target.update_incremental()  # the version the lock lets this commit follow
-            target.create_write_transaction(actions, mode="overwrite", schema=schema)
+            target.create_write_transaction(actions, mode=mode, schema=schema)
+
+
+def append_by_value(data: pa.Table, layer: str, table: str, column: str) -> bool:
+    """Append ``data`` to a local table in one delta-rs commit, one Parquet file per
+    value of ``column``; False (nothing written) when the table holds other columns.
+
+    Bronze's appends on a small lake: Spark's Delta append of a few thousand rows
+    costs most of a second (a log replay, a write job, a commit), and the ingest log's
+    crash repair reads which landing files a table holds from the per-file statistics
+    of ``_source_file``, which one file per landing file keeps exact.
+    """
+    local = lake.local_location(layer, table)
+    if local is None:
+        raise ValueError(f"{layer}.{table} is not a local table: use lake.append")
+    schema = lake.nullable(data.slice(0, 0)).schema
+    target = lake.rust_table_at(local)
+    if target is not None:
+        if not _same_layout(target, schema):
+            return False
+        schema = pa.schema(target.schema().to_arrow())
+    os.makedirs(local, exist_ok=True)
+    names = []
+    values = data.column(column)
+    for value in pc.unique(values).to_pylist():
+        part = data.filter(pc.is_null(values) if value is None else pc.equal(values, value))
+        name = f"part-{uuid.uuid4().hex}-c000.snappy.parquet"
+        pq.write_table(part.cast(schema), os.path.join(local, name), compression="snappy")
+        names.append(name)
+    commit_files(layer, table, local, names, schema, "append")
+    return True
 
 
 def _same_layout(target: object, schema: pa.Schema) -> bool:
@@ -110,13 +158,13 @@ def _same_layout(target: object, schema: pa.Schema) -> bool:
     return target.schema().to_json() == Schema.from_arrow(schema).to_json()  # type: ignore[attr-defined]
 
 
-def _add_action(stage: str, folder: str, name: str, columns: Sequence[str]):
+def _add_action(local: str, name: str, columns: Sequence[str]):
     from deltalake.transaction import AddAction
 
-    file = os.path.join(stage, name)
+    file = os.path.join(local, name)
     info = os.stat(file)
     return AddAction(
-        path=f"{folder}/{name}",
+        path=name,
         size=info.st_size,
         partition_values={},
         modification_time=int(info.st_mtime * 1000),

@@ -284,6 +284,42 @@ def _last_engine(table: Path) -> str:
     raise AssertionError(f"{last} has no commitInfo")
 
 
+BRONZE_SOURCES = [t.name for t in catalog.tables(kind="batch") if t.layer == "bronze"]
+
+
+@pytest.mark.parametrize("stage", [0, 1], ids=["full", "increment"])
+def test_both_writers_land_the_same_bronze(lakes, stage) -> None:
+    """A small local lake's Bronze appends are collected and committed by delta-rs, one
+    data file per landing file (the crash repair reads which files a table holds from
+    their statistics); a remote lake's by Spark: the same rows and ingest-log counts."""
+    from deltalake import DeltaTable as RustTable
+
+    from pipeline.read import delta_arrow
+
+    small, remote = lakes["delta-rs"][stage], lakes["spark"][stage]
+    for source in BRONZE_SOURCES:
+        spark_rows = _rows(remote, "bronze", source)
+        assert sum(spark_rows.values()) > 0, source
+        assert _rows(small, "bronze", source) == spark_rows, source
+        table = small / "bronze" / source
+        assert _last_engine(table) == "delta-rs", source
+        assert _last_engine(remote / "bronze" / source) == "spark", source
+        files = pa.table(RustTable(str(table)).get_add_actions(flatten=True))
+        lows = files.column("min._source_file").to_pylist()
+        assert lows == files.column("max._source_file").to_pylist(), source
+        assert None not in lows, source
+
+    def logged(root: Path) -> Counter:
+        log = delta_arrow(str(root / "bronze" / "_ingested_files"))
+        names = ["source", "file", "rows", "unparseable_rows", "status"]
+        return Counter(tuple(r.values()) for r in log.select(names).to_pylist())
+
+    expected = logged(remote)
+    assert sum(r[2] for r in expected) > 0
+    assert any(r[3] for r in expected), "the batches hold no malformed line to count"
+    assert logged(small) == expected
+
+
 def test_a_large_lakes_small_gold_tables_are_collected(spark, lakes, tmp_path, monkeypatch) -> None:
     """On a lake too large for small_writes, Gold tables that follow the calendar, and
     those whose last version held few rows, are collected and committed by delta-rs;
