@@ -320,6 +320,37 @@ def test_both_writers_land_the_same_bronze(lakes, stage) -> None:
     assert logged(small) == expected
 
 
+def test_a_local_tables_existence_is_read_from_its_log(spark, tmp_path) -> None:
+    """``lake.exists`` lists a local table's log instead of asking Spark (a JVM snapshot
+    load per question); it answers as Spark's ``isDeltaTable`` does in every case."""
+    from delta.tables import DeltaTable
+    from deltalake import DeltaTable as RustTable
+
+    from pipeline import lake
+
+    def both() -> tuple[bool, bool]:
+        return (
+            lake.exists(spark, "gold", "t"),
+            DeltaTable.isDeltaTable(spark, lake.path("gold", "t")),
+        )
+
+    with lake_at(tmp_path):
+        table = tmp_path / "gold" / "t"
+        assert both() == (False, False)  # no folder
+        (table / "_delta_log").mkdir(parents=True)
+        (table / "_delta_log" / "00000000000000000000.crc").write_text("{}")
+        assert both() == (False, False)  # a log without a commit
+        shutil.rmtree(table)
+        spark.range(3).write.format("delta").save(str(table))
+        lake.write_arrow(str(table), pa.table({"id": [4, 5]}), "append")
+        assert both() == (True, True)
+        assert sorted(r[0] for r in lake.read(spark, "gold", "t").collect()) == [0, 1, 2, 4, 5]
+        RustTable(str(table)).create_checkpoint()
+        for commit in (table / "_delta_log").glob("*.json"):
+            commit.unlink()  # a log whose commits were cleaned up, its checkpoint kept
+        assert both() == (True, True)
+
+
 def test_a_large_lakes_small_gold_tables_are_collected(spark, lakes, tmp_path, monkeypatch) -> None:
     """On a lake too large for small_writes, Gold tables that follow the calendar, and
     those whose last version held few rows, are collected and committed by delta-rs;
