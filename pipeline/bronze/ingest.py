@@ -549,9 +549,8 @@ def _append(
     """
     if lake.arrow_target("bronze", source.name) is not None:
         data = df.toArrow()
-        if checked_write.append_by_value(data, "bronze", source.name, "_source_file"):
-            return _count_arrow(data)
-        lake.append(lake.arrow_frame(spark, data, df.schema), "bronze", source.name)
+        if not checked_write.append_by_value(data, "bronze", source.name, "_source_file"):
+            lake.append(lake.arrow_frame(spark, data, df.schema), "bronze", source.name)
         return _count_arrow(data)
     lake.append(df, "bronze", source.name)
     return _count_by_file(spark, source, names)
