@@ -149,7 +149,9 @@ def _wait(what: str, check, daemons: list[Daemon], timeout: float) -> None:
         try:
             if check():
                 return
-        except OSError:
+        except (OSError, ValueError):
+            # Not up yet: the port refuses, or (seen once in a suite) the master's web UI
+            # answers its JSON path with the HTML page while it is still mounting handlers.
             pass
         time.sleep(0.3)
     logs = "\n".join(f"--- {d.log}\n{_tail(d.log)}" for d in daemons)

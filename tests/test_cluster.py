@@ -265,3 +265,22 @@ def test_pipeline_run_through_connect_fails_with_a_readable_message(servers, tmp
     assert "error:" in ran.stderr and "sparkContext" in ran.stderr, ran.stderr[-2000:]
     assert "Traceback" not in ran.stderr
     assert not (lake / "silver").exists()  # nothing was half-refined
+
+
+def test_a_master_answering_html_before_json_is_waited_for() -> None:
+    """The master's web UI once answered its JSON path with the HTML page while starting
+    (a suite's cluster fixture failed on it): waiting treats that as not ready yet, and
+    still gives up, with the daemons' logs, if it never turns into JSON."""
+    import json
+
+    from pipeline.cluster import ClusterError, _wait
+
+    answers = iter(["<!DOCTYPE html><html>", "<!DOCTYPE html><html>", '{"status": "ALIVE"}'])
+
+    def status() -> bool:
+        return json.loads(next(answers)).get("status") == "ALIVE"
+
+    _wait("spark master", status, [], timeout=10)
+    assert next(answers, None) is None  # asked until the JSON came
+    with pytest.raises(ClusterError, match="spark master not healthy"):
+        _wait("spark master", lambda: json.loads("<html>"), [], timeout=0.5)
