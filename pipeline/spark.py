@@ -45,6 +45,13 @@ def _check_java() -> None:
 SHORT_RUN_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
 SHORT_RUN_BYTES = 6 * 1024 * 1024  # about 20,000 generated orders
 SNAPSHOT_PARTITIONS = "2"  # Delta log replay: a run on a very small lake takes 1 (runner)
+# Silver's refine persists every Bronze row with its fate (pipeline/silver/refine.py) and
+# reads it back for the counts and each write. Compressing that cache costs more CPU than
+# it saves: a JVM profile of a 1,000,000-order refine put 19 % of its samples in building
+# the cache, half of them gathering the compression statistics (a boxed hash map per
+# column). Uncompressed, Silver's full recompute at 1M took 4-5 % less, with the same
+# peak (the heap is capped; a cache that does not fit spills to disk): docs/decisions.md.
+CACHE_COMPRESSED = "false"
 
 
 def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, str]:
@@ -57,6 +64,7 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
+        "spark.sql.inMemoryColumnarStorage.compressed": CACHE_COMPRESSED,
         "spark.databricks.delta.snapshotPartitions": SNAPSHOT_PARTITIONS,
         "spark.databricks.delta.optimizeWrite.enabled": "false",
         "spark.databricks.delta.autoCompact.enabled": "false",

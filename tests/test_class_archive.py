@@ -46,3 +46,35 @@ def test_a_spark_jvm_collects_with_the_throughput_collector(spark) -> None:
     management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
     names = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
     assert names == {"PS Scavenge", "PS MarkSweep"}, names
+
+
+def _memory_cached(spark) -> int:
+    return sum(int(info.memSize()) for info in spark.sparkContext._jsc.sc().getRDDStorageInfo())
+
+
+def _cached_bytes(spark, df) -> int:
+    """The bytes ``df``'s cache holds in memory once it is filled (beyond what other
+    tests left cached in the shared session)."""
+    before = _memory_cached(spark)
+    cached = df.persist()
+    try:
+        cached.count()
+        return _memory_cached(spark) - before
+    finally:
+        cached.unpersist(blocking=True)
+
+
+def test_persisted_rows_are_cached_without_compression(spark) -> None:
+    """CACHE_COMPRESSED reaches the session: a cache of one repeated text keeps every copy
+    (the same rows cached compressed, as Spark's default would, shrink to a dictionary)."""
+    from pyspark.sql import functions as F
+
+    assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed") == "false"
+    rows = spark.range(20_000).select(F.repeat(F.lit("x"), 100).alias("text"))
+    plain = _cached_bytes(spark, rows)
+    spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "true")
+    try:
+        compressed = _cached_bytes(spark, rows)
+    finally:
+        spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
+    assert plain > 20_000 * 100 > 10 * compressed, (plain, compressed)
