@@ -52,6 +52,16 @@ SNAPSHOT_PARTITIONS = "2"  # Delta log replay: a run on a very small lake takes 
 # column). Uncompressed, Silver's full recompute at 1M took 4-5 % less, with the same
 # peak (the heap is capped; a cache that does not fit spills to disk): docs/decisions.md.
 CACHE_COMPRESSED = "false"
+# HotSpot compiles no method of more than 8,000 bytes of bytecode (its HugeMethodLimit): it
+# interprets it, many times slower. Spark's whole-stage code generation writes one method
+# per stage and only gives up on one above this limit, whose default (65535) is Java's
+# own maximum; Silver's parsing of an order line (four numbers, each checked, trimmed and
+# cast) makes a stage beyond 8,000 bytes. At 8,000, as Spark's documentation advises on
+# HotSpot, that stage runs as its operators' separate generated code, which is compiled:
+# the four numbers of 2.96M Bronze order lines parsed in 4.3 JVM CPU seconds instead of
+# 24.1; a warm 1M Silver+Gold recompute 96.7-102.3 -> 81.6-87.5 s (docs/decisions.md).
+# Small lakes run without generated code (pipeline/runner.py), where it changes nothing.
+HUGE_METHOD_LIMIT = "8000"
 
 
 def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, str]:
@@ -65,6 +75,7 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
         "spark.sql.inMemoryColumnarStorage.compressed": CACHE_COMPRESSED,
+        "spark.sql.codegen.hugeMethodLimit": HUGE_METHOD_LIMIT,
         "spark.databricks.delta.snapshotPartitions": SNAPSHOT_PARTITIONS,
         "spark.databricks.delta.optimizeWrite.enabled": "false",
         "spark.databricks.delta.autoCompact.enabled": "false",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from pipeline import jvm
@@ -78,3 +79,54 @@ def test_persisted_rows_are_cached_without_compression(spark) -> None:
     finally:
         spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
     assert plain > 20_000 * 100 > 10 * compressed, (plain, compressed)
+
+
+def _largest_generated_method(df) -> int:
+    """The largest method (bytes of bytecode) of ``df``'s whole-stage generated code."""
+    stages = df._jdf.queryExecution().debug().codegenToSeq()
+    return max(int(stages.apply(i)._3().maxMethodCodeSize()) for i in range(stages.size()))
+
+
+def test_a_stage_too_large_for_the_jit_runs_unfused_with_the_same_rows(spark, tmp_path) -> None:
+    """HUGE_METHOD_LIMIT reaches the session and is within HotSpot's own limit (8,000 bytes,
+    above which the JVM interprets a method instead of compiling it); a stage whose
+    generated method exceeds the limit runs as its operators' own code and gives the rows
+    the one fused method gives (Silver's number parsing, on a file read as Bronze is)."""
+    from pyspark.sql import functions as F
+
+    from pipeline.silver.normalise import parse_decimal, parse_int
+    from pipeline.spark import HUGE_METHOD_LIMIT
+
+    limit = "spark.sql.codegen.hugeMethodLimit"
+    assert spark.conf.get(limit) == HUGE_METHOD_LIMIT and int(HUGE_METHOD_LIMIT) <= 8000
+    lines = [("1", "2", "9.50", ""), (" 3 ", "x", "1e2", "12.5"), (None, "7", "-1", "abc")]
+    spark.createDataFrame(lines, "a string, b string, c string, d string").write.parquet(
+        str(tmp_path / "lines")
+    )
+    raw = spark.read.parquet(str(tmp_path / "lines"))  # columnar, as Bronze is read
+    parsed = raw.select(
+        "*",
+        parse_int(F.col("a")).alias("a_int"),
+        parse_int(F.col("b")).alias("b_int"),
+        parse_decimal(F.col("c"), 18, 4).alias("c_dec"),
+        parse_decimal(F.col("d"), 9, 4).alias("d_dec"),
+    )
+    settings = {"spark.sql.codegen.wholeStage": "true", "spark.sql.adaptive.enabled": "false"}
+    before = {key: spark.conf.get(key) for key in [*settings, limit]}
+    rows = {}
+    try:
+        for key, value in settings.items():
+            spark.conf.set(key, value)
+        # A limit below the stage's method: the stage certainly falls back.
+        tiny = 100
+        assert _largest_generated_method(parsed) > tiny
+        for name, value in (("unfused", str(tiny)), ("fused", "65535")):
+            spark.conf.set(limit, value)
+            rows[name] = sorted(parsed.collect(), key=str)
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+    assert rows["unfused"] == rows["fused"]
+    by_a = {row["a"]: row for row in rows["fused"]}
+    assert by_a[" 3 "]["a_int"] == 3 and by_a["1"]["c_dec"] == Decimal("9.5000")
+    assert by_a[" 3 "]["b_int"] is None and by_a["1"]["d_dec"] is None
