@@ -111,7 +111,12 @@ def test_a_stage_too_large_for_the_jit_runs_unfused_with_the_same_rows(spark, tm
         parse_decimal(F.col("c"), 18, 4).alias("c_dec"),
         parse_decimal(F.col("d"), 9, 4).alias("d_dec"),
     )
-    settings = {"spark.sql.codegen.wholeStage": "true", "spark.sql.adaptive.enabled": "false"}
+    # A run on a small lake turns generated code off in the shared session (runner).
+    settings = {
+        "spark.sql.codegen.wholeStage": "true",
+        "spark.sql.codegen.factoryMode": "FALLBACK",
+        "spark.sql.adaptive.enabled": "false",
+    }
     before = {key: spark.conf.get(key) for key in [*settings, limit]}
     rows = {}
     try:
