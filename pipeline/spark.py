@@ -58,8 +58,8 @@ CACHE_COMPRESSED = "false"
 # own maximum; Silver's parsing of an order line (four numbers, each checked, trimmed and
 # cast) makes a stage beyond 8,000 bytes. At 8,000, as Spark's documentation advises on
 # HotSpot, that stage runs as its operators' separate generated code, which is compiled:
-# the four numbers of 2.96M Bronze order lines parsed in 4.3 JVM CPU seconds instead of
-# 24.1; a warm 1M Silver+Gold recompute 96.7-102.3 -> 81.6-87.5 s (docs/decisions.md).
+# the four numbers of 2.96M Bronze order lines parsed in 5.3 JVM CPU seconds instead of
+# 24.1; a warm 1M Silver+Gold recompute 92.6-102.3 -> 81.6-87.5 s (docs/decisions.md).
 # Small lakes run without generated code (pipeline/runner.py), where it changes nothing.
 HUGE_METHOD_LIMIT = "8000"
 
