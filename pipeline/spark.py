@@ -62,6 +62,15 @@ CACHE_COMPRESSED = "false"
 # 24.1; a warm 1M Silver+Gold recompute 92.6-102.3 -> 81.6-87.5 s (docs/decisions.md).
 # Small lakes run without generated code (pipeline/runner.py), where it changes nothing.
 HUGE_METHOD_LIMIT = "8000"
+# Spark keeps the classes it generated and compiled in a cache keyed by their source, so a
+# query it has planned before reuses its compiled class and the JIT's work on it. The cache
+# holds 100 classes by default; one 1,000,000-order run generates about 500 (an increment
+# 110 more), so each run evicted the last one's and compiled all of them again: Janino's
+# compile on the driver, then HotSpot's compilers from scratch on the new classes, 30-38
+# CPU seconds of every warm 1M run. With room for several runs' worth, a warm 1M full run
+# compiled 8 classes instead of 522: 101.8 -> 81.6 s, its increment 50.0 -> 39.5 s
+# (docs/decisions.md), with the same peak memory.
+CODEGEN_CACHE_ENTRIES = "2048"
 
 
 def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, str]:
@@ -76,6 +85,7 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
         "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
         "spark.sql.inMemoryColumnarStorage.compressed": CACHE_COMPRESSED,
         "spark.sql.codegen.hugeMethodLimit": HUGE_METHOD_LIMIT,
+        "spark.sql.codegen.cache.maxEntries": CODEGEN_CACHE_ENTRIES,
         "spark.databricks.delta.snapshotPartitions": SNAPSHOT_PARTITIONS,
         "spark.databricks.delta.optimizeWrite.enabled": "false",
         "spark.databricks.delta.autoCompact.enabled": "false",

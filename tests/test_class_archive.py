@@ -135,3 +135,41 @@ def test_a_stage_too_large_for_the_jit_runs_unfused_with_the_same_rows(spark, tm
     by_a = {row["a"]: row for row in rows["fused"]}
     assert by_a[" 3 "]["a_int"] == 3 and by_a["1"]["c_dec"] == Decimal("9.5000")
     assert by_a[" 3 "]["b_int"] is None and by_a["1"]["d_dec"] is None
+
+
+def test_generated_code_outlives_a_runs_worth_of_other_queries(spark) -> None:
+    """CODEGEN_CACHE_ENTRIES reaches the session: a query planned again after more other
+    queries than Spark's default cache holds (100) reuses its compiled class instead of
+    being compiled again (a 1,000,000-order run generates about 500 classes)."""
+    from pyspark.sql import functions as F
+
+    from pipeline.spark import CODEGEN_CACHE_ENTRIES
+
+    assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == CODEGEN_CACHE_ENTRIES
+    compiled = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+
+    def query(k: int):  # an integer literal is written into the generated source
+        return spark.range(3).select((F.col("id") * F.lit(k) + F.lit(1)).alias("v"))
+
+    settings = {
+        "spark.sql.codegen.wholeStage": "true",
+        "spark.sql.codegen.factoryMode": "FALLBACK",
+        "spark.sql.adaptive.enabled": "false",
+    }
+    before = {key: spark.conf.get(key) for key in settings}
+    try:
+        for key, value in settings.items():
+            spark.conf.set(key, value)
+        first = [row["v"] for row in query(7919).collect()]
+        start = compiled.getCount()
+        others = [query(k).collect()[2]["v"] for k in range(1000, 1130)]
+        assert compiled.getCount() - start >= 130  # each of them was compiled
+        settled = compiled.getCount()
+        again = [row["v"] for row in query(7919).collect()]
+        recompiled = compiled.getCount() - settled
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+    assert first == again == [1, 7920, 15839]
+    assert others[0] == 2001
+    assert recompiled == 0
