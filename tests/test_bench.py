@@ -139,6 +139,34 @@ def test_report_has_every_required_key_and_renders():
     assert result["machine"]["cores"] and result["machine"]["memory_gb"]
 
 
+def test_the_sessions_first_large_run_is_shown_beside_the_timed_one():
+    """The full mode's largest worker runs the lake once before the timed run (it compiles
+    the code the timed run reuses); that first run's seconds stay in the report."""
+    assert harness.FULL.large_settle_runs == 1 and harness.QUICK.large_settle_runs == 0
+    first = {"seconds": 120.5, "cpu_seconds": 230.0, "ok": True, "steps": {}}
+    assert harness._first_run([{"settle": [first]}]) == {
+        "seconds": 120.5,
+        "cpu_seconds": 230.0,
+        "ok": True,
+    }
+    assert harness._first_run([{"settle": []}]) is None and harness._first_run([]) is None
+    shown = harness.render_markdown(
+        _result(
+            2.0,
+            mode="full",
+            orders=1_000_000,
+            first_full_seconds=120.5,
+            first_full_ratio_vs_duckdb=6.03,
+        )
+    )
+    assert "the session's first at this size" in shown and "120.5 s (6.03x DuckDB)" in shown
+    assert "drops its tables" in shown
+    hidden = harness.render_markdown(
+        _result(2.0, mode="full", orders=1_000_000, first_full_seconds=None)
+    )
+    assert "the session's first at this size" not in hidden and "drops its tables" not in hidden
+
+
 def _run(seconds: float, jobs: int, commits: int, steps: dict[str, tuple]) -> dict:
     return {
         "seconds": seconds,
