@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -87,6 +89,25 @@ def _largest_generated_method(df) -> int:
     return max(int(stages.apply(i)._3().maxMethodCodeSize()) for i in range(stages.size()))
 
 
+@contextmanager
+def _generated_code(spark) -> Iterator[None]:
+    """Whole-stage generated code on for the block, whatever a small-lake run left in the
+    shared session (runner: NO_CODEGEN there), and the session's settings back after."""
+    settings = {
+        "spark.sql.codegen.wholeStage": "true",
+        "spark.sql.codegen.factoryMode": "FALLBACK",
+        "spark.sql.adaptive.enabled": "false",
+    }
+    before = {key: spark.conf.get(key) for key in settings}
+    try:
+        for key, value in settings.items():
+            spark.conf.set(key, value)
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+
+
 def test_a_stage_too_large_for_the_jit_runs_unfused_with_the_same_rows(spark, tmp_path) -> None:
     """HUGE_METHOD_LIMIT reaches the session and is within HotSpot's own limit (8,000 bytes,
     above which the JVM interprets a method instead of compiling it); a stage whose
@@ -111,26 +132,18 @@ def test_a_stage_too_large_for_the_jit_runs_unfused_with_the_same_rows(spark, tm
         parse_decimal(F.col("c"), 18, 4).alias("c_dec"),
         parse_decimal(F.col("d"), 9, 4).alias("d_dec"),
     )
-    # A run on a small lake turns generated code off in the shared session (runner).
-    settings = {
-        "spark.sql.codegen.wholeStage": "true",
-        "spark.sql.codegen.factoryMode": "FALLBACK",
-        "spark.sql.adaptive.enabled": "false",
-    }
-    before = {key: spark.conf.get(key) for key in [*settings, limit]}
+    kept_limit = spark.conf.get(limit)
     rows = {}
     try:
-        for key, value in settings.items():
-            spark.conf.set(key, value)
-        # A limit below the stage's method: the stage certainly falls back.
-        tiny = 100
-        assert _largest_generated_method(parsed) > tiny
-        for name, value in (("unfused", str(tiny)), ("fused", "65535")):
-            spark.conf.set(limit, value)
-            rows[name] = sorted(parsed.collect(), key=str)
+        with _generated_code(spark):
+            # A limit below the stage's method: the stage certainly falls back.
+            tiny = 100
+            assert _largest_generated_method(parsed) > tiny
+            for name, value in (("unfused", str(tiny)), ("fused", "65535")):
+                spark.conf.set(limit, value)
+                rows[name] = sorted(parsed.collect(), key=str)
     finally:
-        for key, value in before.items():
-            spark.conf.set(key, value)
+        spark.conf.set(limit, kept_limit)
     assert rows["unfused"] == rows["fused"]
     by_a = {row["a"]: row for row in rows["fused"]}
     assert by_a[" 3 "]["a_int"] == 3 and by_a["1"]["c_dec"] == Decimal("9.5000")
@@ -151,15 +164,7 @@ def test_generated_code_outlives_a_runs_worth_of_other_queries(spark) -> None:
     def query(k: int):  # an integer literal is written into the generated source
         return spark.range(3).select((F.col("id") * F.lit(k) + F.lit(1)).alias("v"))
 
-    settings = {
-        "spark.sql.codegen.wholeStage": "true",
-        "spark.sql.codegen.factoryMode": "FALLBACK",
-        "spark.sql.adaptive.enabled": "false",
-    }
-    before = {key: spark.conf.get(key) for key in settings}
-    try:
-        for key, value in settings.items():
-            spark.conf.set(key, value)
+    with _generated_code(spark):
         first = [row["v"] for row in query(7919).collect()]
         start = compiled.getCount()
         others = [query(k).collect()[2]["v"] for k in range(1000, 1130)]
@@ -167,9 +172,6 @@ def test_generated_code_outlives_a_runs_worth_of_other_queries(spark) -> None:
         settled = compiled.getCount()
         again = [row["v"] for row in query(7919).collect()]
         recompiled = compiled.getCount() - settled
-    finally:
-        for key, value in before.items():
-            spark.conf.set(key, value)
     assert first == again == [1, 7920, 15839]
     assert others[0] == 2001
     assert recompiled == 0

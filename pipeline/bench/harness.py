@@ -419,14 +419,12 @@ def task_spark(p: dict) -> dict:
     }
     if p.get("warmup_orders"):
         out["warmup_seconds"] = _warm_up(spark, p["warmup_orders"], p.get("seed", 42))
-    for _ in range(p.get("settle_runs", 0)):  # the same files, then the tables dropped
-        from pipeline.demo import reset_batch_tables
+    from pipeline.demo import reset_batch_tables
 
+    for _ in range(p.get("settle_runs", 0)):  # the same files, then the tables dropped
         out.setdefault("settle", []).append(_timed_run(spark, "all", "settle"))
         reset_batch_tables()
     if p.get("reset"):
-        from pipeline.demo import reset_batch_tables
-
         reset_batch_tables()
     if p.get("full"):
         out["runs"].append(_timed_run(spark, "all", "full"))
