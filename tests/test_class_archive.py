@@ -175,3 +175,39 @@ def test_generated_code_outlives_a_runs_worth_of_other_queries(spark) -> None:
     assert first == again == [1, 7920, 15839]
     assert others[0] == 2001
     assert recompiled == 0
+
+
+def test_nearly_unique_columns_are_written_without_a_dictionary(spark, tmp_path) -> None:
+    """PLAIN_COLUMNS reaches Spark's Parquet writer (a Delta write, as every Spark write of
+    the lake is): such a column is stored plain even where a dictionary would pay (here 50
+    values repeated; nearly unique values, as in the lake, fall back to plain either way
+    once the first page is written), any other column keeps its dictionary. Each name is a
+    column the catalog declares, so a renamed column cannot leave it behind."""
+    import glob
+
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    from pipeline import catalog
+    from pipeline.spark import PLAIN_COLUMNS
+
+    declared = {c.name for t in catalog.tables() for c in t.columns}
+    assert set(PLAIN_COLUMNS) <= declared, set(PLAIN_COLUMNS) - declared
+    rows = spark.range(5_000).select(
+        F.format_string("ORD-%06d", F.col("id") % 50).alias("order_id"),
+        F.format_string("REC-%06d", F.col("id") % 50).alias("record_id"),
+        F.element_at(
+            F.array(F.lit("paid"), F.lit("shipped")), (F.col("id") % 2 + 1).cast("int")
+        ).alias("status"),
+    )
+    rows.coalesce(1).write.format("delta").save(str(tmp_path / "t"))
+    (path,) = glob.glob(str(tmp_path / "t" / "*.parquet"))
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {
+        group.column(i).path_in_schema: set(group.column(i).encodings)
+        for i in range(group.num_columns)
+    }
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    assert not encodings["order_id"] & dictionary, encodings
+    assert not encodings["record_id"] & dictionary, encodings
+    assert encodings["status"] & dictionary, encodings
