@@ -141,8 +141,10 @@ def _base_config(shuffle_partitions: int, short_run: bool = False) -> dict[str, 
 # a small heap (2 GB), where G1's concurrent bookkeeping costs CPU the two cores need for
 # Spark. Warm 10,000-order runs, two sessions each way, runs 2-4 of each: median
 # 16.3 -> 14.3 s full, 15.6 -> 12.5 s incremental, 28.8 -> 24.3 JVM CPU seconds a full run
-# (docs/decisions.md, "Run shape").
-GC_JVM_OPTIONS = "-XX:+UseParallelGC"
+# (docs/decisions.md, "Run shape"). It keeps the heap a large run grew committed until
+# it is told to resize on an explicit collection, which the runner asks for after a
+# large run (pipeline/runner.py: return_heap).
+GC_JVM_OPTIONS = "-XX:+UseParallelGC -XX:+UseAdaptiveSizePolicyWithSystemGC"
 
 
 def _jvm_options(short_run: bool = False, class_archive: bool = True) -> str:

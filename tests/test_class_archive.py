@@ -49,6 +49,38 @@ def test_a_spark_jvm_collects_with_the_throughput_collector(spark) -> None:
     management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
     names = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
     assert names == {"PS Scavenge", "PS MarkSweep"}, names
+    # ... and may resize the heap on an explicit collection (runner.return_heap).
+    jvm_ = spark.sparkContext._jvm
+    hotspot = jvm_.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm_.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    assert hotspot.getVMOption("UseAdaptiveSizePolicyWithSystemGC").getValue() == "true"
+
+
+def test_delta_rs_allocator_reads_the_setting_pipeline_makes(tmp_path: Path) -> None:
+    """pipeline sets delta-rs' jemalloc options before delta-rs loads (pipeline/__init__.py),
+    and that jemalloc takes them: it prints the options it runs with when asked to."""
+    import pipeline
+
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    code = "import os, pipeline; print(os.environ['_RJEM_MALLOC_CONF'])"
+    shown = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert shown.stdout.strip() == pipeline.DELTA_RS_ALLOCATOR, shown.stderr[-2000:]
+    env["_RJEM_MALLOC_CONF"] = pipeline.DELTA_RS_ALLOCATOR + ",stats_print:true"
+    code = (
+        "import pyarrow as pa, deltalake; "
+        f"deltalake.write_deltalake({str(tmp_path / 't')!r}, pa.table({{'a': [1, 2]}}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Invalid conf" not in done.stderr, done.stderr[-2000:]
+    for option in pipeline.DELTA_RS_ALLOCATOR.split(","):
+        name, value = option.split(":")
+        assert f"opt.{name}: {value}" in done.stderr, (option, done.stderr[:3000])
 
 
 def _memory_cached(spark) -> int:

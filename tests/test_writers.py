@@ -430,8 +430,18 @@ def test_a_large_lakes_small_steps_run_as_on_a_small_lake(
         assert runner.small_step(steps["silver.products"])
         assert not runner.small_step(steps["silver.customers"])
         assert not runner.small_step(steps["bronze.products"])  # reads landing files
-        result = runner.run("silver", spark=spark, full_refresh=True)
+        management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+        (full,) = [b for b in management.getGarbageCollectorMXBeans() if "MarkSweep" in b.getName()]
+        at_step_ends: list[int] = []
+
+        def progress(message: str, fraction: float) -> None:
+            if message.endswith(("succeeded", "rows")):
+                at_step_ends.append(full.getCollectionCount())
+
+        result = runner.run("silver", spark=spark, full_refresh=True, progress=progress)
     assert result.ok, result.error
+    # The heap the large run grew is given back after its last step (runner.return_heap).
+    assert full.getCollectionCount() > at_step_ends[-1], at_step_ends
     assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
     small = runner._small_session(spark)
     assert small is not spark and small.conf.get("spark.sql.codegen.wholeStage") == "false"
