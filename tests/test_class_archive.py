@@ -50,9 +50,10 @@ def test_a_spark_jvm_collects_with_the_throughput_collector(spark) -> None:
     names = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
     assert names == {"PS Scavenge", "PS MarkSweep"}, names
     # ... and may resize the heap on an explicit collection (runner.return_heap).
-    jvm_ = spark.sparkContext._jvm
-    hotspot = jvm_.java.lang.management.ManagementFactory.getPlatformMXBean(
-        jvm_.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    hotspot = management.getPlatformMXBean(
+        spark.sparkContext._jvm.java.lang.Class.forName(
+            "com.sun.management.HotSpotDiagnosticMXBean"
+        )
     )
     assert hotspot.getVMOption("UseAdaptiveSizePolicyWithSystemGC").getValue() == "true"
 
