@@ -295,3 +295,49 @@ def test_touched_records_read_by_delta_rs_are_sparks(spark, tmp_path: Path) -> N
             lake.arrow_frame(spark, batches, spark.range(1).selectExpr("id AS x").schema).count()
             == 4
         )
+
+
+def test_touched_checks_read_the_checked_columns_only(tmp_path, monkeypatch) -> None:
+    """An increment's table checks read the key and checked columns of the touched rows
+    (not lineage's record_id and _row_hash) and still judge every rule a full read does."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipeline.quality.checks import arrow_table_checks
+    from pipeline.silver import orders
+    from pipeline.silver.steps import _touched_checks
+
+    schema = catalog.arrow_schema("silver", "orders")
+    when = dt.datetime(2026, 6, 1, 12)
+    values = {
+        "order_id": ["O1", "O2", "O2", "O3"],
+        "customer_id": ["C1", None, "C2", "C3"],
+        "order_ts": [when] * 4,
+        "order_date": [when.date()] * 4,
+        "updated_at": [when] * 4,
+        "record_id": ["r1", "r2", "r3", "r4"],
+    }
+    filler = {True: ["x"] * 4, False: [None] * 4}
+    columns = {f.name: values.get(f.name, filler[pa.types.is_string(f.type)]) for f in schema}
+    table = pa.table({f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema)
+    assert {"record_id", "_row_hash"} <= set(schema.names) - set(orders.COLUMNS)
+    read = lake.local_rows
+    asked: list[object] = []
+
+    def local_rows(*args, **kwargs):
+        asked.append(args[3] if len(args) > 3 else kwargs.get("columns"))
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(lake, "local_rows", local_rows)
+    with lake_at(tmp_path):
+        lake.write_arrow(lake.path("silver", "orders"), table, "overwrite")
+        checks = _touched_checks(None, orders, ["O2", "O3"], None, True)  # type: ignore[arg-type]
+    touched = table.filter(pc.is_in(table.column("order_id"), pa.array(["O2", "O3"])))
+    assert checks == arrow_table_checks(touched, orders.SOURCE.key, orders.COLUMNS)
+    by_rule = {c.rule: c for c in checks}
+    assert by_rule["primary_key_unique"].rows_failed == 1  # O2 twice
+    assert by_rule["not_null_customer_id"].rows_failed == 1
+    assert "freshness" in by_rule
+    assert asked == [list(orders.COLUMNS)]  # the key is its first column
