@@ -600,7 +600,7 @@ def _touched_checks(
     checked in Arrow on a local lake, else by Spark."""
     source = module.SOURCE
     first = source.key[0]
-    # the checked columns only: lineage's record_id and _row_hash were half of
+    # the checked columns only: lineage's record_id and _row_hash are two thirds of
     # order_items' bytes at 1,000,000 orders, and every touched row group is read
     checked = list(dict.fromkeys([*source.key, *module.COLUMNS]))
     written = lake.local_rows(
