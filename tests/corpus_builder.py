@@ -567,10 +567,11 @@ def _customer_cases() -> list[Case]:
                 customer({"id": "C-NV-4"}),
                 customer("C-NV-5", segment=5, country=True, city=None),
                 customer("C-NV-6"),
+                customer("C-NV-7", loyalty={"tier": "gold", "since": [2021]}),  # not a column
             ),
             Expect(
-                bronze=6,
-                silver=2,
+                bronze=7,
+                silver=3,
                 quarantined=4,
                 rules=MALFORMED,
                 silver_values={"C-NV-5": {"segment": "5", "country": "TRUE", "city": None}},

@@ -26,19 +26,30 @@ def table_checks(
     fresh_column: str | None = "updated_at",
     now: dt.datetime | None = None,
 ) -> list[RuleCount]:
-    """primary_key_unique (fail), not_null_<column> (warn) and freshness (warn)."""
-    aggs = [
-        F.count(F.lit(1)).alias("rows"),
-        F.count_distinct(F.struct(*[F.col(k) for k in key])).alias("keys"),
-    ]
-    aggs += [F.count(F.when(F.col(c).isNull(), 1)).alias(f"null_{c}") for c in not_null]
+    """primary_key_unique (fail), not_null_<column> (warn) and freshness (warn).
+
+    Grouped by the key first and summed after: rows partitioned by the key's
+    leading column, as Silver's refine leaves them, are checked without a
+    shuffle. A distinct count of the key beside the other aggregates expanded
+    every row and shuffled it twice (1M lake, each table's rows from its refine's
+    cache, warm, medians of five alternated passes: silver.order_items 4.82 ->
+    3.88 CPU s, silver.orders 2.36 -> 2.02, silver.customers 0.84 -> 0.71;
+    docs/decisions.md, "Quality").
+    """
     has_fresh = fresh_column is not None and fresh_column in df.columns
+    per_key = df.groupBy(*[F.col(k) for k in key]).agg(
+        F.count(F.lit(1)).alias("_rows"),
+        *[F.count(F.when(F.col(c).isNull(), 1)).alias(f"_null_{c}") for c in not_null],
+        *([F.max(fresh_column).alias("_newest")] if has_fresh else []),
+    )
+    aggs = [F.sum("_rows").alias("rows"), F.count(F.lit(1)).alias("keys")]
+    aggs += [F.sum(f"_null_{c}").alias(f"null_{c}") for c in not_null]
     if has_fresh:
-        aggs.append(F.max(fresh_column).alias("newest"))
-    row = df.agg(*aggs).first()
-    nulls = {c: int(row[f"null_{c}"]) for c in not_null}
+        aggs.append(F.max("_newest").alias("newest"))
+    row = per_key.agg(*aggs).first()
+    nulls = {c: int(row[f"null_{c}"] or 0) for c in not_null}
     newest = row["newest"] if has_fresh else None
-    return _rules(int(row["rows"]), int(row["keys"]), nulls, has_fresh, newest, now)
+    return _rules(int(row["rows"] or 0), int(row["keys"]), nulls, has_fresh, newest, now)
 
 
 def arrow_table_checks(
