@@ -190,7 +190,14 @@ def build_products(fact_sales: DataFrame) -> DataFrame:
         ["product_id"],
         ["product_name", "category"],
     )
-    sums = lines.groupBy(*[F.col(c) for c in PRODUCT_GRAIN]).agg(
+    # The grain is nearly one group per line (2.08M groups from 2.6M lines at 1,000,000
+    # orders, as a product sold on a day in one country and channel seldom sells twice):
+    # a partial aggregation before the shuffle reduces nothing there and shuffles wider
+    # buffers than the lines. Shuffled by the grain first, they are aggregated once
+    # (warm, noop sink, five alternated passes: medians 10.12 -> 9.28 CPU s, the same
+    # rows; sales_cells and sales_orders, whose groups are fewer, gained nothing).
+    by_key = lines.repartition(*[F.col(c) for c in PRODUCT_GRAIN])
+    sums = by_key.groupBy(*[F.col(c) for c in PRODUCT_GRAIN]).agg(
         distinct_orders("first_for_product"), *_money_sums(F.lit(True))
     )
     same_product = F.col("s.product_id").eqNullSafe(F.col("n.product_id"))
