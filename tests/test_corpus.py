@@ -247,3 +247,59 @@ def test_keys_differing_only_in_outer_spaces_are_one_key(spark: SparkSession) ->
         assert (refined.counts["silver"], refined.counts["superseded"]) == (1, 1)
     finally:
         refined.release()
+
+
+def test_silver_key_check_reads_the_refines_sorted_keys(spark: SparkSession) -> None:
+    """Silver stores the key the refine sorted its rows by (``stored_key``), so the key
+    check groups them with a sort aggregation: no shuffle, no hash of every key. Order
+    lines too, whose key has two columns. A key recomputed from the raw column, or the
+    session without ``replaceHashWithSortAgg``, plans a hash aggregation here."""
+    from pipeline.quality.checks import table_checks
+    from pipeline.silver import order_items, orders
+    from pipeline.silver.refine import refine
+
+    lineage = ", _raw string, _source_file string, _batch_id string"
+    lineage += ", _ingested_at timestamp, _record_id string"
+    at = dt.datetime(2025, 3, 7)
+    order_rows = [
+        (oid, "C-1", "2025-03-05T10:00:00Z", "shipped", "web", "card", "DE", updated)
+        + (None, "b.csv", batch, at, f"b.csv:{i}")
+        for i, (oid, updated, batch) in enumerate(
+            [
+                ("O-2", "2025-03-05T10:00:00Z", "batch-000001"),
+                (" O-1 ", "2025-03-06T10:00:00Z", "batch-000002"),
+                ("O-1", "2025-03-05T10:00:00Z", "batch-000001"),
+                ("O-3", "2025-03-05T10:00:00Z", "batch-000001"),
+            ]
+        )
+    ]
+    order_schema = ", ".join(f"{c} string" for c in SOURCES["orders"].columns) + lineage
+    item_rows = [
+        (oid, line, "P-1", "1", "9.99", "") + (None, "i.csv", "batch-000001", at, f"i.csv:{i}")
+        for i, (oid, line) in enumerate([("O-1", "2"), (" O-1", "1"), ("O-2", " 1"), ("O-3", "1")])
+    ]
+    item_schema = ", ".join(f"{c} string" for c in SOURCES["order_items"].columns) + lineage
+    order_keys = spark.createDataFrame([("O-1",), ("O-2",), ("O-3",)], "order_id string")
+    cases = [
+        (orders, spark.createDataFrame(order_rows, order_schema), orders.typed, None, 3),
+        (
+            order_items,
+            spark.createDataFrame(item_rows, item_schema),
+            lambda df: order_items.typed(df, order_keys),
+            [F.trim(F.col("order_id")), F.col("_line_no")],
+            4,
+        ),
+    ]
+    for module, bronze, typed, version_key, rows in cases:
+        updated = F.col("_updated_at") if module is orders else F.lit(None)
+        refined = refine(bronze, module.SOURCE, typed, module.EXPECTATIONS, updated, version_key)
+        try:
+            silver = module.to_silver(refined.silver())
+            by_key = silver.groupBy(*module.SOURCE.key).count()
+            plan = by_key._jdf.queryExecution().executedPlan().toString()
+            assert "SortAggregate" in plan and "HashAggregate" not in plan, plan
+            checks = {c.rule: c for c in table_checks(silver, module.SOURCE.key, module.COLUMNS)}
+            unique = checks["primary_key_unique"]
+            assert (unique.rows_checked, unique.rows_failed) == (rows, 0)
+        finally:
+            refined.release()

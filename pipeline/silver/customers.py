@@ -17,7 +17,7 @@ from pipeline.silver.normalise import (
     timestamp_out_of_range,
     valid_email,
 )
-from pipeline.silver.refine import lineage_columns
+from pipeline.silver.refine import lineage_columns, stored_key
 
 SOURCE = SOURCES["customers"]
 
@@ -76,7 +76,7 @@ def typed(df: DataFrame) -> DataFrame:
 
 def to_silver(rows: DataFrame) -> DataFrame:
     return rows.select(
-        F.trim(F.col("customer_id")).alias("customer_id"),
+        stored_key(0).alias("customer_id"),
         F.trim(F.col("name")).alias("name"),
         F.when(F.col("_email_valid"), F.lower(F.trim(F.col("email")))).alias("email"),
         F.to_date(F.col("_signup_date")).alias("signup_date"),

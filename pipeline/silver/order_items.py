@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pipeline.contract import SOURCES
 from pipeline.quality.expectations import Expectation, only_well_formed, record_rules
 from pipeline.silver.normalise import parse_decimal, parse_int
-from pipeline.silver.refine import lineage_columns
+from pipeline.silver.refine import lineage_columns, stored_key
 
 SOURCE = SOURCES["order_items"]
 
@@ -85,8 +85,8 @@ def typed(df: DataFrame, order_keys: DataFrame) -> DataFrame:
 
 def to_silver(survivors: DataFrame) -> DataFrame:
     return survivors.select(
-        F.trim(F.col("order_id")).alias("order_id"),
-        F.col("_line_no").alias("line_no"),
+        stored_key(0).alias("order_id"),
+        stored_key(1).alias("line_no"),
         F.trim(F.col("product_id")).alias("product_id"),
         F.col("_quantity").alias("quantity"),
         F.col("_unit_price").alias("unit_price"),

@@ -23,7 +23,7 @@ from pipeline.silver.normalise import (
     timestamp_out_of_range,
     timestamp_too_old,
 )
-from pipeline.silver.refine import lineage_columns
+from pipeline.silver.refine import lineage_columns, stored_key
 
 SOURCE = SOURCES["orders"]
 
@@ -90,7 +90,7 @@ def typed(df: DataFrame) -> DataFrame:
 
 def to_silver(survivors: DataFrame) -> DataFrame:
     return survivors.select(
-        F.trim(F.col("order_id")).alias("order_id"),
+        stored_key(0).alias("order_id"),
         F.trim(F.col("customer_id")).alias("customer_id"),
         F.col("_order_ts").alias("order_ts"),
         F.to_date(F.col("_order_ts")).alias("order_date"),

@@ -17,7 +17,7 @@ from pipeline.silver.normalise import (
     parse_timestamp,
     timestamp_out_of_range,
 )
-from pipeline.silver.refine import lineage_columns
+from pipeline.silver.refine import lineage_columns, stored_key
 
 SOURCE = SOURCES["products"]
 
@@ -67,7 +67,7 @@ def typed(df: DataFrame) -> DataFrame:
 def to_silver(survivors: DataFrame) -> DataFrame:
     active = F.lower(F.trim(F.col("is_active")))
     return survivors.select(
-        F.trim(F.col("product_id")).alias("product_id"),
+        stored_key(0).alias("product_id"),
         F.trim(F.col("name")).alias("name"),
         F.trim(F.col("category")).alias("category"),
         F.trim(F.col("subcategory")).alias("subcategory"),

@@ -154,6 +154,17 @@ def quarantine_rows(refined: Refined, source: Source, record_key: Column) -> Dat
     )
 
 
+def stored_key(i: int = 0) -> Column:
+    """The key's i-th column as Silver stores it, as the refine computed it to choose the
+    versions (trimmed; line numbers as integers). The refine's rows come out sorted by
+    it, so Silver's key check groups them by sorting nothing: with
+    ``spark.sql.execution.replaceHashWithSortAgg`` (pipeline/spark.py) it reads each
+    key's rows in a run instead of hashing every key (1,000,000 orders,
+    silver.order_items from its refine's cache, warm, medians of five alternated passes:
+    3.68 -> 2.38 CPU s). A key recomputed from the raw column would look unsorted."""
+    return F.col(f"{VERSION_KEY}{i}")
+
+
 def lineage_columns() -> list[Column]:
     return [
         F.col("_batch_id").alias("batch_id"),
