@@ -254,9 +254,11 @@ def test_silver_key_check_reads_the_refines_sorted_keys(spark: SparkSession) -> 
     check groups them with a sort aggregation: no shuffle, no hash of every key. Order
     lines too, whose key has two columns. A key recomputed from the raw column, or the
     session without ``replaceHashWithSortAgg``, plans a hash aggregation here."""
+    from types import SimpleNamespace
+
     from pipeline.quality.checks import table_checks
     from pipeline.silver import order_items, orders
-    from pipeline.silver.refine import refine
+    from pipeline.silver.steps import _refine
 
     lineage = ", _raw string, _source_file string, _batch_id string"
     lineage += ", _ingested_at timestamp, _record_id string"
@@ -281,18 +283,17 @@ def test_silver_key_check_reads_the_refines_sorted_keys(spark: SparkSession) -> 
     item_schema = ", ".join(f"{c} string" for c in SOURCES["order_items"].columns) + lineage
     order_keys = spark.createDataFrame([("O-1",), ("O-2",), ("O-3",)], "order_id string")
     cases = [
-        (orders, spark.createDataFrame(order_rows, order_schema), orders.typed, None, 3),
+        (orders, spark.createDataFrame(order_rows, order_schema), orders.typed, 3),
         (
             order_items,
             spark.createDataFrame(item_rows, item_schema),
             lambda df: order_items.typed(df, order_keys),
-            [F.trim(F.col("order_id")), F.col("_line_no")],
             4,
         ),
     ]
-    for module, bronze, typed, version_key, rows in cases:
-        updated = F.col("_updated_at") if module is orders else F.lit(None)
-        refined = refine(bronze, module.SOURCE, typed, module.EXPECTATIONS, updated, version_key)
+    ctx = SimpleNamespace(spark=spark)  # the step's refine: its version key and updated_at
+    for module, bronze, typed, rows in cases:
+        refined = _refine(ctx, module, typed, bronze)
         try:
             silver = module.to_silver(refined.silver())
             by_key = silver.groupBy(*module.SOURCE.key).count()
