@@ -371,7 +371,7 @@ _SILVER_STATE = (
         ),
         "bookkeeping",
         (RUNNER,),
-        "one row per refine: the files it read and the reconciliation counts",
+        "one row per refine or build: the files it read, its counts, the versions it saw",
     ),
     Table(
         "silver",

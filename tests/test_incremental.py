@@ -12,6 +12,7 @@ reference in tests/test_pipeline.py::test_new_batch_reads_only_its_files.)
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,10 @@ def _snapshot(spark) -> dict[str, list[str]]:
         df = lake.read(spark, "silver", name).drop("_row_hash")
         out[name] = sorted(map(repr, df.collect()))
     return out
+
+
+def _customer_key(fact, order_id: str) -> str:
+    return fact.filter(f"order_id = '{order_id}'").first()["customer_key"]
 
 
 def _step(result: RunResult, name: str):
@@ -121,8 +126,10 @@ def test_increments_equal_a_full_recompute(spark, base_lake: Path) -> None:
         orphans = quarantine.filter("record_key LIKE 'X9000001#%'").collect()
         assert len(orphans) == 2 and all("orphan_item" in r["rules"] for r in orphans)
 
-        # 3. the order arrives (releasing its items), and an old order gets two tying versions
+        # 3. the order arrives (releasing its items), an old order gets two tying versions,
+        #    and an order of a customer the CRM has not sent yet arrives with its item
         tie = "2026-01-02 03:04:05"
+        _drop(landing, "order_items", "late-2.csv", item_header, ["X9000002,1,P000001,1,9.00,0"])
         _drop(
             landing,
             "orders",
@@ -130,6 +137,7 @@ def test_increments_equal_a_full_recompute(spark, base_lake: Path) -> None:
             order_header,
             [
                 f"X9000001,{customer},2025-08-01 10:00:00,delivered,web,card,DE,{tie}",
+                f"X9000002,C9000777,2025-08-02 10:00:00,delivered,web,card,DE,{tie}",
                 f"{stored['order_id']},{customer},2025-08-01 10:00:00,shipped,web,card,DE,{tie}",
                 f"{stored['order_id']},{customer},2025-08-01 10:00:00,returned,web,card,DE,{tie}",
             ],
@@ -140,6 +148,36 @@ def test_increments_equal_a_full_recompute(spark, base_lake: Path) -> None:
         assert items.count() == 2
         orders = lake.read(spark, "silver", "orders")
         assert orders.filter(f"order_id = '{stored['order_id']}'").count() == 0
+
+        # 4. the CRM sends that customer, and a new city for a customer with fact lines: only
+        #    the order whose customer became known has its lines rebuilt
+        fact = lake.read(spark, "silver", "fact_sales")
+        assert _customer_key(fact, "X9000002") == "UNKNOWN"
+        known = fact.filter("customer_key != 'UNKNOWN' AND order_id != 'X9000002'").first()
+        moved = lake.read(spark, "silver", "customers").filter(
+            f"customer_id = '{known['customer_id']}'"
+        )
+        sent = "2026-12-01 00:00:00"  # later than any generated version
+        moved = moved.first().asDict() | {"city": "Elsewhere", "updated_at": sent}
+        late = {
+            "customer_id": "C9000777",
+            "name": "Ada Late",
+            "email": "ada.late@example.com",
+            "signup_date": "2025-07-01",
+            "country": "DE",
+            "city": "Berlin",
+            "segment": "consumer",
+            "updated_at": sent,
+        }
+        fields = list(late)
+        lines = [json.dumps({k: str(row[k]) for k in fields}) for row in (late, moved)]
+        (landing / "customers" / "late-3.jsonl").write_text("\n".join(lines) + "\n")
+        crm = _bronze_and_silver(spark)
+        _assert_increment(crm, unchanged=("silver.orders", "silver.order_items"))
+        rebuilt = _step(crm, "silver.fact_sales").notes
+        assert any("lines of 1 order(s) rebuilt" in n for n in rebuilt), rebuilt
+        fact = lake.read(spark, "silver", "fact_sales")
+        assert _customer_key(fact, "X9000002") == "C9000777"
 
         # A local lake's MERGEs go through delta-rs, which rewrites the files it changes
         # (no deletion vectors; tests/test_merge_engines.py has Spark's); the app's reader
@@ -155,7 +193,7 @@ def test_increments_equal_a_full_recompute(spark, base_lake: Path) -> None:
         for name in INCREMENTAL:
             assert any("full recompute" in n for n in _step(full, name).notes), name
             want = _step(full, name).reconciliation
-            assert _step(released, name).reconciliation == want, name
+            assert _step(crm, name).reconciliation == want, name
         assert _snapshot(spark) == after_increments
 
 

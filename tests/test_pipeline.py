@@ -174,12 +174,38 @@ def test_written_columns_equal_the_catalog(small_lake):
     assert set(checked) == {t.ref for t in built}
 
 
-def test_rerun_changes_nothing(spark, small_lake):
+def _versions(spark, refs: list[str]) -> dict[str, int | None]:
+    return {ref: lake.version(spark, *ref.split(".", 1)) for ref in refs}
+
+
+def test_rerun_changes_nothing(spark, small_lake, monkeypatch):
+    """A run with nothing new rewrites neither fact_sales nor Gold; a full refresh, or a
+    change to the code Gold follows, rebuilds Gold with the same rows."""
+    from pipeline.gold import steps as gold_steps
+
+    gold = [t.ref for t in catalog.tables("gold", "batch")]
     with lake_at(small_lake):
         before = _snapshot(spark)
+        versions = _versions(spark, ["silver.fact_sales", *gold])
         result = run("all", spark=spark)
         assert result.ok, result.error
         assert all(s.rows_in == 0 for s in result.steps if s.step.startswith("bronze."))
+        assert _snapshot(spark) == before
+        assert _versions(spark, list(versions)) == versions
+        steps = {s.step: s for s in result.steps}
+        for ref in gold:
+            assert any("not recomputed" in n for n in steps[ref].notes), steps[ref]
+            assert steps[ref].rows_out == lake.row_count(spark, *ref.split(".", 1)), ref
+
+        refreshed = run("gold", spark=spark, full_refresh=True)
+        assert refreshed.ok, refreshed.error
+        rebuilt = _versions(spark, gold)
+        assert all(rebuilt[ref] > versions[ref] for ref in gold), (rebuilt, versions)
+
+        monkeypatch.setattr(gold_steps, "logic_fingerprint", lambda: "other code")
+        changed_code = run("gold", spark=spark)
+        assert changed_code.ok, changed_code.error
+        assert all(v > rebuilt[ref] for ref, v in _versions(spark, gold).items())
         assert _snapshot(spark) == before
 
 

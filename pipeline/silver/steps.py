@@ -800,7 +800,10 @@ def _build_fact(
     spark = ctx.spark
     built = None
     state = incremental.read_state(spark, FACT_STATE)
-    products_version = lake.latest_version(spark, "silver", "products") or 0
+    versions = {
+        f"{table}_version": lake.latest_version(spark, "silver", table) or 0
+        for table in ("products", "customers")
+    }
     earlier = incremental.touched_since(spark, state.run_id) if state else None
     reason = ""
     if ctx.full_refresh or incremental.full_refresh_requested():
@@ -811,8 +814,11 @@ def _build_fact(
         reason = "first build"
     elif set(catalog.columns("silver", "fact_sales")) - set(_silver_columns(spark, "fact_sales")):
         reason = "the table lacks columns this version adds"
-    elif lake.row_count(spark, "bronze", "order_items") < incremental.recompute_below():
-        reason = "a small table (a rebuild costs less than a MERGE)"
+    # this run's keys are in memory (committed at the run's end), earlier runs' in the table
+    this_run = [(name, ctx.run_id, key) for name, keys in ctx.touched.items() for key in keys or ()]
+    small = lake.row_count(spark, "bronze", "order_items") < incremental.recompute_below()
+    if reason or small:
+        pass  # a small table's earlier keys are not looked at unless something changed
     elif earlier.filter(F.col("key").isNull()).limit(1).count():
         reason = "a Silver table was recomputed"
     changed_products = None
@@ -820,16 +826,16 @@ def _build_fact(
         changed_products = _changed_products(spark, state.counts.get("products_version"))
         if changed_products is None:
             reason = "the products' earlier version is gone"
+    if not reason and small and (changed_products or this_run or earlier.limit(1).count()):
+        # with nothing touched since the last build there is nothing to rebuild
+        reason = "a small table (a rebuild costs less than a MERGE)"
     if reason:
         fact = model.fact_sales(orders_, items, dim_products, customers_)
         built = lake.overwrite(fact, "silver", "fact_sales")
         note = f"full rebuild: {reason}"
     else:
-        # this run's keys are in memory (committed at the run's end), earlier runs' in the table
-        this_run = [
-            (name, ctx.run_id, key) for name, keys in ctx.touched.items() for key in keys or ()
-        ]
-        local = _affected_by_arrow(state.run_id, this_run, changed_products)
+        known_at = state.counts.get("customers_version")
+        local = _affected_by_arrow(state.run_id, this_run, changed_products, known_at)
         if local is not None:
             n = len(local)
             if n:
@@ -837,24 +843,33 @@ def _build_fact(
             note = f"incremental: lines of {n:,} order(s) rebuilt"
         else:
             note = _rebuild_by_spark(
-                spark, earlier, this_run, changed_products, orders_, items, dim_products, customers_
+                spark,
+                earlier,
+                this_run,
+                changed_products,
+                known_at,
+                orders_,
+                items,
+                dim_products,
+                customers_,
             )
-    state_row = incremental.state_row(
-        FACT_STATE, ctx.run_id, bool(reason), {"products_version": products_version}, ""
-    )
+    state_row = incremental.state_row(FACT_STATE, ctx.run_id, bool(reason), versions, "")
     ctx.defer("silver", incremental.STATE_TABLE, incremental.STATE_SCHEMA, [state_row])
     return note, built
 
 
 def _affected_by_arrow(
-    run_id: str, this_run: list[tuple[str, str, str]], changed_products: list[str]
+    run_id: str,
+    this_run: list[tuple[str, str, str]],
+    changed_products: list[str],
+    known_at: int | None,
 ) -> pa.Array | None:
     """The orders whose fact lines can have changed, read by delta-rs; None if not local.
 
     The same orders as ``_rebuild_by_spark``'s: those the Silver steps touched
-    since the last build, the orders of touched customers and those with a
-    line of a changed product, found by key instead of by joins over every
-    order and line.
+    since the last build, the orders of the touched customers that became known
+    or unknown since it (``_known_changed``) and those with a line of a changed
+    product, found by key instead of by joins over every order and line.
     """
     earlier = lake.local_rows(
         "silver",
@@ -871,7 +886,11 @@ def _affected_by_arrow(
         [earlier.column("key").cast(pa.string()), [r[2] for r in this_run]], pa.string()
     )
     found = [pc.filter(keys, pc.is_in(source, pa.array(["orders", "order_items"])))]
-    customers_ = pc.filter(keys, pc.equal(source, "customers")).combine_chunks()
+    customers_ = _known_changed(
+        pc.filter(keys, pc.equal(source, "customers")).combine_chunks(), known_at
+    )
+    if customers_ is None:
+        return None
     products_ = pa.array(changed_products, pa.string())
     for table, column, wanted in (
         ("orders", "customer_id", customers_),
@@ -885,6 +904,33 @@ def _affected_by_arrow(
                 return None
             found.append(rows.column("order_id").cast(pa.string()))
     return pc.unique(pa.chunked_array(found, pa.string()).combine_chunks().drop_null())
+
+
+def _known_changed(touched: pa.Array, known_at: int | None) -> pa.Array | None:
+    """The touched customers whose presence in silver.customers differs from the last
+    build's (``known_at``, that table's version then); None if not local.
+
+    A fact line reads its customer only as known or not (``customer_key``), so
+    the orders of a customer whose city or segment changed keep their lines: a
+    CRM export alone then leaves fact_sales, and the Gold built from it, as
+    they are. Without that version (a lake built before it was recorded, or
+    the version vacuumed) every touched customer counts.
+    """
+    everyone = touched.drop_null()
+    wanted = lake.text_field("customer_id").isin(everyone)
+    now = lake.local_rows("silver", "customers", wanted, ["customer_id"])
+    if now is None or known_at is None:
+        return None if now is None else everyone
+    try:
+        then = lake.local_rows("silver", "customers", wanted, ["customer_id"], known_at)
+    except Exception:  # that version cannot be read: every touched customer counts
+        return everyone
+    if then is None:
+        return everyone
+    ids = [t.column("customer_id").cast(pa.string()).combine_chunks() for t in (now, then)]
+    became_known = pc.filter(ids[0], pc.invert(pc.is_in(ids[0], value_set=ids[1])))
+    became_unknown = pc.filter(ids[1], pc.invert(pc.is_in(ids[1], value_set=ids[0])))
+    return pa.concat_arrays([became_known, became_unknown])
 
 
 def _rebuild_by_arrow(
@@ -922,6 +968,7 @@ def _rebuild_by_spark(
     earlier: DataFrame,
     this_run: list[tuple[str, str, str]],
     changed_products: list[str],
+    known_at: int | None,
     orders_: DataFrame,
     items: DataFrame,
     dim_products: DataFrame,
@@ -932,13 +979,17 @@ def _rebuild_by_spark(
     by_order = touched.filter(F.col("source_table").isin("orders", "order_items")).select(
         F.col("key").alias("order_id")
     )
-    by_customer = orders_.join(
-        touched.filter(F.col("source_table") == "customers").select(
-            F.col("key").alias("customer_id")
-        ),
-        on="customer_id",
-        how="left_semi",
-    ).select("order_id")
+    touched_customers = touched.filter(F.col("source_table") == "customers").select(
+        F.col("key").alias("customer_id")
+    )
+    if known_at is not None:  # as _known_changed: those that became known or unknown
+        now = customers_.select("customer_id")
+        then = lake.read_version(spark, "silver", "customers", known_at).select("customer_id")
+        became = now.subtract(then).unionByName(then.subtract(now))
+        touched_customers = touched_customers.join(became, on="customer_id", how="left_semi")
+    by_customer = orders_.join(touched_customers, on="customer_id", how="left_semi").select(
+        "order_id"
+    )
     changed = lake.arrow_frame(
         spark,
         pa.table({"product_id": pa.array(changed_products, pa.string())}),
