@@ -139,6 +139,30 @@ def test_report_has_every_required_key_and_renders():
     assert result["machine"]["cores"] and result["machine"]["memory_gb"]
 
 
+def test_the_run_with_nothing_new_is_reported_beside_the_increment():
+    incremental = {
+        "base_orders": 1_000_000,
+        "orders_appended": 10_000,
+        "seconds": 40.0,
+        "fraction_of_full": 0.4,
+        "nothing_new": harness._nothing_new(
+            {"seconds": 1.44, "cpu_seconds": 2.5, "ok": True, "error": None, "jobs": 9}
+            | {"commits": 3, "gold_kept": 7}
+        ),
+    }
+    per_layer = {"shoplake_seconds": 1.0, "duckdb_seconds": 0.5, "ratio_vs_duckdb": 2.0}
+    result = _result(
+        1.0,
+        mode="full",
+        orders=1_000_000,
+        steps=dict.fromkeys(harness.LAYERS, per_layer),
+        incremental=incremental,
+    )
+    text = harness.render_markdown(result)
+    assert "(nothing new) took 1.4 s (9 Spark jobs, 3 Delta commits; 7 Gold tables kept" in text
+    assert harness._nothing_new(None) is None
+
+
 def test_the_sessions_first_large_run_is_shown_beside_the_timed_one():
     """The full mode's largest worker runs the lake once before the timed run (it compiles
     the code the timed run reuses); that first run's seconds stay in the report."""

@@ -10,8 +10,9 @@ Why it is built this way:
   size's worker warms its session on a scratch lake (the issue times the full
   run in a warm session) and, in the full mode, with one untimed full run of
   the same files (a session's first large run compiles the code the later
-  ones reuse; its time is reported beside), and its incremental run follows
-  the full run in that session, as in the app.
+  ones reuse; its time is reported beside); a run with nothing new on the same
+  files and the incremental run follow the full run in that session, as in
+  the app.
 - A ratio against DuckDB is only honest when both engines did the same work,
   so after each Spark run the harness compares Spark's Gold tables with the
   DuckDB baseline's (``pipeline.bench.duckdb_baseline``) on the same landing
@@ -351,6 +352,12 @@ def _timed_run(spark, target: str, kind: str) -> dict:
             for s in result.steps
         },
         "quarantined": sum(s.rows_quarantined for s in result.steps if s.step.startswith("silver")),
+        # Gold steps whose inputs were as their last build left them (not recomputed)
+        "gold_kept": sum(
+            any("not recomputed" in n for n in s.notes)
+            for s in result.steps
+            if s.step.startswith("gold.")
+        ),
         "rows_in": {s.step: s.rows_in for s in result.steps},
     }
 
@@ -431,6 +438,8 @@ def task_spark(p: dict) -> dict:
         if p.get("compare_with"):  # before an append changes Gold
             lake = Path(os.environ["SHOPLAKE_LAKE"])
             out["equal"] = check_equal(lake, Path(p["compare_with"]))
+    if p.get("rerun"):  # the same files again: what a run with nothing new costs
+        out["nothing_new"] = _timed_run(spark, "all", "nothing_new")
     if p.get("append_orders"):
         from pipeline.demo import generate_demo
 
@@ -684,6 +693,7 @@ def _spark_full(
         "_equal": res.data.get("equal"),
         "_incremental": res.data["runs"][1] if len(res.data["runs"]) > 1 else None,
         "_append_generate_seconds": res.data.get("append_generate_seconds"),
+        "_nothing_new": res.data.get("nothing_new"),
     }
 
 
@@ -772,6 +782,7 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
                 "warmup_orders": plan.warmup_orders,
                 "settle_runs": plan.large_settle_runs,
                 "seed": plan.seed,
+                "rerun": True,
                 "append_orders": max(1, size // 100),
                 "compare_with": str(tables_file) if duck_runs else None,
             }
@@ -843,7 +854,13 @@ def measure(plan: Plan, work: Path, env: dict[str, str], log=None) -> dict:
             if first:
                 incremental = _measure_incremental(bench, size, lake, first, spark_runs)
         for run in spark_runs:  # what only the incremental measurement needed
-            for key in ("_equal", "_incremental", "_append_generate_seconds", "settle"):
+            for key in (
+                "_equal",
+                "_incremental",
+                "_append_generate_seconds",
+                "_nothing_new",
+                "settle",
+            ):
                 run.pop(key, None)
 
     if dq_lake is not None and dq_full is not None:
@@ -1329,6 +1346,7 @@ def _measure_incremental(
         "commits": run["commits"],
         "steps": run["steps"],
         "fraction_of_full": ratio(run["seconds"], full, 4),
+        "nothing_new": _nothing_new(first.get("_nothing_new")),
         # the worker's whole tree: warm-up, full run, append and increment
         "peak_memory_gb": gb(first["peak"]),
         "process_cpu_seconds": run["cpu_seconds"],
@@ -1348,6 +1366,14 @@ def _measure_incremental(
         else "incremental: done"
     )
     return out
+
+
+def _nothing_new(run: dict | None) -> dict | None:
+    """``run all`` again on the full run's files before the append: its cost with nothing new."""
+    if not run:
+        return None
+    keys = ("seconds", "cpu_seconds", "ok", "error", "jobs", "commits")
+    return {k: run[k] for k in keys} | {"gold_steps_kept": run.get("gold_kept")}
 
 
 def _measure_script(bench: Bench, kind: str, lake: Path | None) -> dict:
@@ -1781,6 +1807,14 @@ def render_markdown(r: dict) -> str:
             f"{_fmt(inc.get('duckdb_recompute_seconds'), ' s')}. Gold after the append equal: "
             f"{'yes' if inc.get('equal_after_append', {}).get('equal') else 'NO or n/a'}.",
         ]
+        again = inc.get("nothing_new")
+        if again and again.get("ok"):
+            lines += [
+                "",
+                f"Before the append, `run all` on the same files (nothing new) took "
+                f"{again['seconds']:.1f} s ({again['jobs']} Spark jobs, {again['commits']} "
+                f"Delta commits; {again['gold_steps_kept']} Gold tables kept as they were).",
+            ]
     dq = r["dq"]
     if dq.get("orders"):
         lines += [
