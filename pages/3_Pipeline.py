@@ -27,7 +27,8 @@ ui.page_guard()
 st.title("Pipeline")
 st.caption(
     "Bronze ingests each landing file once, Silver cleans, deduplicates and quarantines, "
-    "Gold recomputes the business views. Every step is timed, counted and checked."
+    "Gold recomputes the business views whose inputs changed. Every step is timed, counted "
+    "and checked."
 )
 
 TARGETS = {"bronze": "Bronze", "silver": "Silver", "gold": "Gold", "all": "All layers"}

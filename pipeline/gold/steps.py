@@ -267,7 +267,7 @@ def _when_inputs_changed(
             return StepOutcome(
                 rows_in=state.counts.get("rows_in", 0),
                 rows_out=state.counts.get("rows_out", 0),
-                notes=["inputs unchanged since its last build: not recomputed"],
+                notes=["inputs unchanged: not recomputed"],
             )
         out = build(ctx)
         built = {**seen, **_versions(ctx, (name,))}
