@@ -817,9 +817,8 @@ def _build_fact(
     # this run's keys are in memory (committed at the run's end), earlier runs' in the table
     this_run = [(name, ctx.run_id, key) for name, keys in ctx.touched.items() for key in keys or ()]
     small = lake.row_count(spark, "bronze", "order_items") < incremental.recompute_below()
-    if reason or small:
-        pass  # a small table's earlier keys are not looked at unless something changed
-    elif earlier.filter(F.col("key").isNull()).limit(1).count():
+    # (a small table is rebuilt whole whenever something was touched: see below)
+    if not reason and not small and earlier.filter(F.col("key").isNull()).limit(1).count():
         reason = "a Silver table was recomputed"
     changed_products = None
     if not reason:
@@ -919,8 +918,10 @@ def _known_changed(touched: pa.Array, known_at: int | None) -> pa.Array | None:
     everyone = touched.drop_null()
     wanted = lake.text_field("customer_id").isin(everyone)
     now = lake.local_rows("silver", "customers", wanted, ["customer_id"])
-    if now is None or known_at is None:
-        return None if now is None else everyone
+    if now is None:
+        return None
+    if known_at is None:
+        return everyone
     try:
         then = lake.local_rows("silver", "customers", wanted, ["customer_id"], known_at)
     except Exception:  # that version cannot be read: every touched customer counts
