@@ -155,6 +155,18 @@ def read_version(spark: SparkSession, layer: str, table: str, version: int) -> D
     return spark.read.format("delta").option("versionAsOf", version).load(path(layer, table))
 
 
+def version_unreadable() -> tuple[type[BaseException], ...]:
+    """What reading an earlier version raises when VACUUM removed its files or the log
+    expired it: a missing file (pyarrow), delta-rs's errors, Spark's (converted by
+    PySpark, or as the JVM threw them). A caller that can do without the version
+    catches these and nothing else, so a mistake in its own code still surfaces."""
+    from deltalake.exceptions import DeltaError
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    return (OSError, DeltaError, PySparkException, Py4JJavaError)
+
+
 def read_or_none(spark: SparkSession, layer: str, table: str) -> DataFrame | None:
     return read(spark, layer, table) if exists(spark, layer, table) else None
 

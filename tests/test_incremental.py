@@ -379,3 +379,60 @@ def test_touched_checks_read_the_checked_columns_only(tmp_path, monkeypatch) -> 
     assert by_rule["not_null_customer_id"].rows_failed == 1
     assert "freshness" in by_rule
     assert asked == [list(orders.COLUMNS)]  # the key is its first column
+
+
+def test_a_vacuumed_customers_version_counts_every_touched_customer(spark, tmp_path) -> None:
+    """fact_sales narrows the touched customers to those that became known or unknown since
+    the version of silver.customers its last build recorded. Once VACUUM has removed that
+    version's files, both the local (delta-rs) and the remote (Spark) path count every
+    touched customer, so their orders are rebuilt, instead of failing the step."""
+    import pyarrow as pa
+
+    from pipeline.silver.steps import _known_changed, _known_changed_by_spark
+
+    with lake_at(tmp_path):
+        location = lake.path("silver", "customers")
+        for ids in (["C1", "C2"], ["C1", "C2", "C3"]):  # version 0, then C3 becomes known
+            rows = spark.createDataFrame([(i,) for i in ids], "customer_id string")
+            rows.write.format("delta").mode("overwrite").save(location)
+        customers = spark.read.format("delta").load(location)
+        touched = ["C1", "C3"]
+
+        def narrowed() -> tuple[list[str], list[str]]:
+            local = _known_changed(pa.array(touched, pa.string()), 0)
+            assert local is not None
+            frame = spark.createDataFrame([(i,) for i in touched], "customer_id string")
+            remote = _known_changed_by_spark(spark, frame, customers, 0)
+            return sorted(local.to_pylist()), sorted(r["customer_id"] for r in remote.collect())
+
+        assert narrowed() == (["C3"], ["C3"])
+        DeltaTable(location).vacuum(
+            retention_hours=0, enforce_retention_duration=False, dry_run=False
+        )
+        assert narrowed() == (touched, touched)
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["delta-rs", "spark"])
+def test_a_vacuumed_products_version_rebuilds_the_fact(
+    spark, tmp_path, monkeypatch, remote
+) -> None:
+    """The products changed since fact_sales' last build are read against that build's
+    version of silver.products; once VACUUM has removed it, the answer is None (the step
+    then rebuilds the whole fact table), on a local lake (delta-rs) and a remote one."""
+    from pipeline.silver.steps import _changed_products
+    from tests.conftest import look_remote
+
+    if remote:
+        look_remote(monkeypatch, tmp_path / "state")
+    with lake_at(tmp_path.as_uri() if remote else tmp_path):  # type: ignore[arg-type]
+        assert (lake.local_location("silver", "products") is None) == remote
+        location = lake.path("silver", "products")
+        for hashes in ([1, 2], [1, 3]):  # version 0, then P2's row changes
+            rows = [(f"P{i}", h) for i, h in enumerate(hashes, start=1)]
+            frame = spark.createDataFrame(rows, "product_id string, _row_hash long")
+            frame.write.format("delta").mode("overwrite").save(location)
+        assert _changed_products(spark, 0) == ["P2"]
+        DeltaTable(str(tmp_path / "silver" / "products")).vacuum(
+            retention_hours=0, enforce_retention_duration=False, dry_run=False
+        )
+        assert _changed_products(spark, 0) is None

@@ -924,7 +924,7 @@ def _known_changed(touched: pa.Array, known_at: int | None) -> pa.Array | None:
         return everyone
     try:
         then = lake.local_rows("silver", "customers", wanted, ["customer_id"], known_at)
-    except Exception:  # that version cannot be read: every touched customer counts
+    except lake.version_unreadable():  # that version is gone: every touched customer counts
         return everyone
     if then is None:
         return everyone
@@ -983,11 +983,7 @@ def _rebuild_by_spark(
     touched_customers = touched.filter(F.col("source_table") == "customers").select(
         F.col("key").alias("customer_id")
     )
-    if known_at is not None:  # as _known_changed: those that became known or unknown
-        now = customers_.select("customer_id")
-        then = lake.read_version(spark, "silver", "customers", known_at).select("customer_id")
-        became = now.subtract(then).unionByName(then.subtract(now))
-        touched_customers = touched_customers.join(became, on="customer_id", how="left_semi")
+    touched_customers = _known_changed_by_spark(spark, touched_customers, customers_, known_at)
     by_customer = orders_.join(touched_customers, on="customer_id", how="left_semi").select(
         "order_id"
     )
@@ -1014,6 +1010,29 @@ def _rebuild_by_spark(
     return f"incremental: lines of {n:,} order(s) rebuilt"
 
 
+def _known_changed_by_spark(
+    spark: SparkSession, touched: DataFrame, customers_: DataFrame, known_at: int | None
+) -> DataFrame:
+    """``_known_changed`` for a remote lake: the ``touched`` customers (a ``customer_id``
+    column) that became known or unknown since version ``known_at`` of silver.customers.
+
+    The difference is collected here (the customers of one increment's CRM files at
+    most), so a version VACUUM has removed is found now, and every touched customer
+    counts, instead of the step failing on a missing file later.
+    """
+    if known_at is None:
+        return touched
+    now = customers_.select("customer_id")
+    try:
+        then = lake.read_version(spark, "silver", "customers", known_at).select("customer_id")
+        became = now.subtract(then).unionByName(then.subtract(now)).collect()
+    except lake.version_unreadable():
+        return touched
+    ids = pa.table({"customer_id": pa.array([r["customer_id"] for r in became], pa.string())})
+    changed = lake.arrow_frame(spark, ids, now.schema)
+    return touched.join(changed, on="customer_id", how="left_semi")
+
+
 def _silver_columns(spark: SparkSession, table: str) -> list[str]:
     """The stored table's columns (an older lake's fact_sales lacks the order flags)."""
     return lake.read(spark, "silver", table).columns
@@ -1034,7 +1053,7 @@ def _changed_products(spark: SparkSession, since: int | None) -> list[str] | Non
         then_df = lake.read_version(spark, "silver", "products", since).select(*columns)
         changed = now_df.exceptAll(then_df).unionByName(then_df.exceptAll(now_df))
         return sorted({r["product_id"] for r in changed.select("product_id").collect()})
-    except Exception:  # vacuumed or unreadable: rebuild everything rather than guess
+    except lake.version_unreadable():  # vacuumed or expired: rebuild everything, not guess
         return None
 
 
