@@ -179,20 +179,24 @@ def _versions(spark, refs: list[str]) -> dict[str, int | None]:
 
 
 def test_rerun_changes_nothing(spark, small_lake, monkeypatch):
-    """A run with nothing new rewrites neither fact_sales nor Gold; a full refresh, or a
-    change to the code Gold follows, rebuilds Gold with the same rows."""
+    """A run with nothing new rewrites neither fact_sales, dim_date nor Gold; a full
+    refresh, or a change to the code Gold follows, rebuilds Gold with the same rows."""
     from pipeline.gold import steps as gold_steps
 
     gold = [t.ref for t in catalog.tables("gold", "batch")]
     with lake_at(small_lake):
         before = _snapshot(spark)
-        versions = _versions(spark, ["silver.fact_sales", *gold])
+        versions = _versions(spark, ["silver.fact_sales", "silver.dim_date", *gold])
         result = run("all", spark=spark)
         assert result.ok, result.error
         assert all(s.rows_in == 0 for s in result.steps if s.step.startswith("bronze."))
         assert _snapshot(spark) == before
         assert _versions(spark, list(versions)) == versions
         steps = {s.step: s for s in result.steps}
+        fact = steps["silver.fact_sales"]
+        assert fact.notes == ["inputs unchanged: not rebuilt"], fact
+        assert fact.rows_out == lake.row_count(spark, "silver", "fact_sales"), fact
+        assert (fact.spark_jobs, fact.delta_commits) == (0, 0), fact
         for ref in gold:
             assert any("not recomputed" in n for n in steps[ref].notes), steps[ref]
             assert steps[ref].rows_out == lake.row_count(spark, *ref.split(".", 1)), ref

@@ -679,13 +679,18 @@ def run_model(ctx: Context) -> StepOutcome:
     table or ``--full-refresh`` rebuild it all.
     """
     spark = ctx.spark
+    kept = _model_kept(ctx)
+    if kept is not None:
+        return kept
     silver_orders = lake.read(spark, "silver", "orders")
     silver_items = lake.read(spark, "silver", "order_items")
     silver_customers = lake.read(spark, "silver", "customers")
     dim_products = lake.read(spark, "silver", "dim_product").filter(
         F.col("product_id") != "UNKNOWN"
     )
-    note, built = _build_fact(ctx, silver_orders, silver_items, dim_products, silver_customers)
+    note, built, (full, counts) = _build_fact(
+        ctx, silver_orders, silver_items, dim_products, silver_customers
+    )
     dates = model.dim_date(spark, _date_bounds(spark, silver_orders))
     if lake.collect_target("silver", "dim_date") is not None:  # a row a day: collected
         lake.overwrite_arrow(dates.toArrow(), "silver", "dim_date")
@@ -699,6 +704,11 @@ def run_model(ctx: Context) -> StepOutcome:
         ctx.silver_net_revenue = refs["net_revenue"] or 0
     order_refs = _orphan_customers(silver_orders, silver_customers)
     lines = int(refs["lines"] or 0)
+    # the build's state, with the versions its tables were left at (``_model_kept``)
+    state = incremental.state_row(
+        FACT_STATE, ctx.run_id, full, {**counts, "lines": lines}, "", versions=_model_versions(ctx)
+    )
+    ctx.defer("silver", incremental.STATE_TABLE, incremental.STATE_SCHEMA, [state])
     out = StepOutcome(rows_in=lines, rows_out=lines, notes=[note])
     out.add_checks(
         "silver",
@@ -718,6 +728,45 @@ def run_model(ctx: Context) -> StepOutcome:
         [RuleCount("unknown_product", "warn", lines, int(refs["unknown_product"] or 0))],
     )
     return out
+
+
+# The tables fact_sales and dim_date are built from (silver.products: the changed products
+# are read from it), and the two themselves.
+MODEL_TABLES = ("orders", "order_items", "customers", "products", "dim_product")
+MODEL_OUTPUTS = ("fact_sales", "dim_date")
+
+
+def _model_versions(ctx: Context) -> dict[str, int]:
+    """Each table's Delta version (-1: missing), read from its log."""
+    found = {}
+    for table in (*MODEL_TABLES, *MODEL_OUTPUTS):
+        version = lake.latest_version(ctx.spark, "silver", table)
+        found[f"silver.{table}"] = -1 if version is None else version
+    return found
+
+
+def _model_kept(ctx: Context) -> StepOutcome | None:
+    """The step's outcome when nothing it reads or writes changed since its last build;
+    None when it must build.
+
+    Every table at the version the last build recorded, and no Silver step of
+    this run touched a key (a MERGE that changed nothing commits nothing): the
+    lines and the dates would come out as they are. A run with nothing new then
+    leaves both tables, and the Gold built from them, without a job or a commit.
+    Nothing is checked, as for a Silver table with no new files: the checks of
+    the build that wrote the rows stand.
+    """
+    if ctx.full_refresh or incremental.full_refresh_requested():
+        return None
+    if any(keys is None or keys for keys in ctx.touched.values()):
+        return None
+    state = incremental.read_state(ctx.spark, FACT_STATE)
+    if state is None or "lines" not in state.counts:
+        return None
+    if state.versions != _model_versions(ctx):
+        return None
+    lines = state.counts["lines"]
+    return StepOutcome(rows_in=lines, rows_out=lines, notes=["inputs unchanged: not rebuilt"])
 
 
 def _date_bounds(spark: SparkSession, orders_: DataFrame) -> DataFrame:
@@ -795,8 +844,9 @@ def _build_fact(
     items: DataFrame,
     dim_products: DataFrame,
     customers_: DataFrame,
-) -> tuple[str, pa.Table | None]:
-    """The build's note, and its rows when a full rebuild wrote them through delta-rs."""
+) -> tuple[str, pa.Table | None, tuple[bool, dict[str, int]]]:
+    """The build's note, its rows when a full rebuild wrote them through delta-rs, and
+    its state: whether it rebuilt everything, and the versions it compared against."""
     spark = ctx.spark
     built = None
     state = incremental.read_state(spark, FACT_STATE)
@@ -852,9 +902,7 @@ def _build_fact(
                 dim_products,
                 customers_,
             )
-    state_row = incremental.state_row(FACT_STATE, ctx.run_id, bool(reason), versions, "")
-    ctx.defer("silver", incremental.STATE_TABLE, incremental.STATE_SCHEMA, [state_row])
-    return note, built
+    return note, built, (bool(reason), versions)
 
 
 def _affected_by_arrow(
