@@ -229,16 +229,6 @@ def logic_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _versions(ctx: Context, refs: tuple[str, ...]) -> dict[str, int]:
-    """Each table's Delta version (-1: missing); a local table's read from its log."""
-    found = {}
-    for ref in refs:
-        layer, table = ref.split(".", 1)
-        version = lake.latest_version(ctx.spark, layer, table)
-        found[ref] = -1 if version is None else version
-    return found
-
-
 def _when_inputs_changed(
     name: str, inputs: tuple[str, ...], build: Callable[[Context], StepOutcome]
 ) -> Callable[[Context], StepOutcome]:
@@ -255,7 +245,7 @@ def _when_inputs_changed(
 
     def run(ctx: Context) -> StepOutcome:
         spark = ctx.spark
-        seen = _versions(ctx, refs)
+        seen = incremental.table_versions(spark, refs)
         state = incremental.read_state(spark, name)
         forced = ctx.full_refresh or incremental.full_refresh_requested()
         if (
@@ -270,7 +260,7 @@ def _when_inputs_changed(
                 notes=["inputs unchanged: not recomputed"],
             )
         out = build(ctx)
-        built = {**seen, **_versions(ctx, (name,))}
+        built = {**seen, **incremental.table_versions(spark, (name,))}
         counts = {"rows_in": out.rows_in, "rows_out": out.rows_out}
         row = incremental.state_row(
             name, ctx.run_id, True, counts, logic_fingerprint(), versions=built

@@ -226,3 +226,15 @@ def touched_since(spark: SparkSession, run_id: str) -> DataFrame | None:
     if table is None:
         return None
     return table.filter(F.col("run_id") > F.lit(run_id))
+
+
+def table_versions(spark: SparkSession, refs: Sequence[str]) -> dict[str, int]:
+    """Each ``layer.table``'s Delta version (-1: missing); a local table's read from its
+    log. A step that finds its inputs and outputs at the versions its last build
+    recorded has nothing to do (Gold's tables, silver.fact_sales)."""
+    found = {}
+    for ref in refs:
+        layer, table = ref.split(".", 1)
+        version = lake.latest_version(spark, layer, table)
+        found[ref] = -1 if version is None else version
+    return found

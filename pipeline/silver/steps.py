@@ -706,7 +706,12 @@ def run_model(ctx: Context) -> StepOutcome:
     lines = int(refs["lines"] or 0)
     # the build's state, with the versions its tables were left at (``_model_kept``)
     state = incremental.state_row(
-        FACT_STATE, ctx.run_id, full, {**counts, "lines": lines}, "", versions=_model_versions(ctx)
+        FACT_STATE,
+        ctx.run_id,
+        full,
+        {**counts, "lines": lines},
+        "",
+        versions=incremental.table_versions(spark, MODEL_TABLES),
     )
     ctx.defer("silver", incremental.STATE_TABLE, incremental.STATE_SCHEMA, [state])
     out = StepOutcome(rows_in=lines, rows_out=lines, notes=[note])
@@ -732,17 +737,11 @@ def run_model(ctx: Context) -> StepOutcome:
 
 # The tables fact_sales and dim_date are built from (silver.products: the changed products
 # are read from it), and the two themselves.
-MODEL_TABLES = ("orders", "order_items", "customers", "products", "dim_product")
-MODEL_OUTPUTS = ("fact_sales", "dim_date")
-
-
-def _model_versions(ctx: Context) -> dict[str, int]:
-    """Each table's Delta version (-1: missing), read from its log."""
-    found = {}
-    for table in (*MODEL_TABLES, *MODEL_OUTPUTS):
-        version = lake.latest_version(ctx.spark, "silver", table)
-        found[f"silver.{table}"] = -1 if version is None else version
-    return found
+MODEL_TABLES = tuple(
+    f"silver.{t}"
+    for t in ("orders", "order_items", "customers", "products", "dim_product")
+    + ("fact_sales", "dim_date")
+)
 
 
 def _model_kept(ctx: Context) -> StepOutcome | None:
@@ -763,7 +762,7 @@ def _model_kept(ctx: Context) -> StepOutcome | None:
     state = incremental.read_state(ctx.spark, FACT_STATE)
     if state is None or "lines" not in state.counts:
         return None
-    if state.versions != _model_versions(ctx):
+    if state.versions != incremental.table_versions(ctx.spark, MODEL_TABLES):
         return None
     lines = state.counts["lines"]
     return StepOutcome(rows_in=lines, rows_out=lines, notes=["inputs unchanged: not rebuilt"])
